@@ -1,0 +1,26 @@
+# chatapp: two commands for a fresh machine with Python 3.11+ and make.
+#   make run    set up, migrate and start the app at http://127.0.0.1:5000
+#   make test   set up and run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup migrate
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+migrate: setup
+	$(BIN)/flask --app chatapp db upgrade
+
+run: migrate
+	$(BIN)/flask --app chatapp run --host 127.0.0.1 --port 5000
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,111 @@
+"""chatapp: a self-hosted real-time chat server built on server-rendered hypermedia."""
+
+import logging
+import os
+import secrets
+import zlib
+
+from flask import Flask, g, render_template
+
+
+def dom_id(obj, prefix: str | None = None) -> str:
+    """The DOM id of a model object (message-42), shared by pages and pushes."""
+    name = prefix or type(obj).__name__.lower()
+    return f"{name}-{obj.id}"
+
+
+def hash_hue(name: str) -> int:
+    """One of twelve avatar colours, always the same for a username."""
+    return zlib.crc32(name.encode()) % 12
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the application: configuration, extensions, blueprints, real-time hub."""
+    app = Flask(__name__, instance_relative_config=True)
+    instance = os.environ.get("CHATAPP_INSTANCE_PATH")
+    if instance:
+        app.instance_path = instance
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    from .config import from_environment
+
+    app.config.from_mapping(from_environment(app.instance_path, app.root_path))
+    if test_config:
+        app.config.update(test_config)
+    os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
+    )
+    if app.config.get("REDIS_URL"):
+        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from . import auth, chat, cli, realtime
+    from .extensions import csrf, db, limiter, login_manager, migrate, sock
+    from .database import configure_engine
+
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+    migrate.init_app(
+        app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"),
+        render_as_batch=True,
+    )
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Log in to chat."
+    login_manager.session_protection = "basic"
+    csrf.init_app(app)
+    limiter.init_app(app)
+    sock.init_app(app)
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(chat.bp)
+    realtime.init_app(app)
+    cli.init_app(app)
+
+    app.register_error_handler(429, auth.too_many_requests)
+    _register_error_pages(app)
+    app.jinja_env.globals["dom_id"] = dom_id
+    app.jinja_env.filters["hash_hue"] = hash_hue
+
+    @app.before_request
+    def _nonce():
+        g.csp_nonce = secrets.token_urlsafe(16)
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; "
+            f"style-src 'self' 'nonce-{g.get('csp_nonce', '')}'; img-src 'self' data:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return app
+
+
+def _register_error_pages(app: Flask) -> None:
+    """Plain pages for errors that say what happened and what to do."""
+    messages = {
+        400: "That request could not be understood.",
+        403: "You are not allowed to see this.",
+        404: "There is nothing here. It may never have existed, or it is not yours to see.",
+        413: "That file is too large.",
+    }
+
+    def handler(exc):
+        code = getattr(exc, "code", 500)
+        message = messages.get(code, "Something went wrong.")
+        description = getattr(exc, "description", None)
+        if code == 400 and description and "CSRF" in description:
+            message = "The form expired or was not sent by this site. Reload the page and try again."
+        elif code == 400 and description and not description.startswith("The browser"):
+            message = description
+        return render_template("error.html", code=code, message=message), code
+
+    for code in messages:
+        app.register_error_handler(code, handler)

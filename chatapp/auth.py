@@ -1,0 +1,173 @@
+"""Accounts: register, log in, log out."""
+
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, StringField
+from wtforms.validators import EqualTo, InputRequired, Length, Regexp, ValidationError
+
+from .extensions import limiter, login_manager
+from .models import USERNAME_RE, User, db
+
+bp = Blueprint("auth", __name__)
+
+
+class RegisterForm(FlaskForm):
+    """The registration form."""
+
+    username = StringField(
+        "Username",
+        validators=[
+            InputRequired("Choose a username."),
+            Regexp(
+                USERNAME_RE,
+                message="Use 3 to 32 letters, digits, dots, dashes or underscores.",
+            ),
+        ],
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            InputRequired("Choose a password."),
+            Length(min=8, max=256, message="Use at least 8 characters (at most 256)."),
+        ],
+    )
+    confirm = PasswordField(
+        "Confirm password",
+        validators=[
+            InputRequired("Type the password again."),
+            EqualTo("password", message="The two passwords differ; type them again."),
+        ],
+    )
+
+    def validate_username(self, field):
+        """Refuse a name that is taken, ignoring case."""
+        if User.by_username(field.data or ""):
+            raise ValidationError("That username is taken; choose another.")
+
+
+class LoginForm(FlaskForm):
+    """The log-in form."""
+
+    username = StringField("Username", validators=[InputRequired("Enter your username.")])
+    password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+    remember = BooleanField("Keep me signed in")
+
+
+@login_manager.user_loader
+def load_user(session_id: str):
+    """Load the user of a session, unless deactivated or its sessions were ended."""
+    try:
+        user_id, epoch = (int(part) for part in session_id.split(":"))
+    except ValueError:
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or user.session_epoch != epoch or not user.active:
+        return None
+    return user
+
+
+def safe_next(target: str | None) -> str:
+    """Return a local path to go to after logging in; never another site."""
+    if target:
+        parts = urlsplit(target)
+        if (
+            not parts.scheme
+            and not parts.netloc
+            and target.startswith("/")
+            and not target.startswith("//")
+            and "\\" not in target
+        ):
+            return target
+    return url_for("chat.index")
+
+
+def _start_session(user: User, remember: bool) -> None:
+    """Log the user in with a fresh session (no fixation of an earlier one)."""
+    session.clear()
+    login_user(user, remember=remember)
+    session.permanent = remember
+
+
+@bp.route("/register/", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["REGISTER_RATE"], methods=["POST"])
+def register():
+    """Create an account and start chatting."""
+    if current_user.is_authenticated:
+        return redirect(url_for("chat.index"))
+    form = RegisterForm()
+    if form.validate_on_submit():
+        user = User.register(form.username.data, form.password.data)
+        _start_session(user, remember=False)
+        return redirect(url_for("chat.index"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/register.html", form=form), status
+
+
+def _login_key() -> str:
+    """Throttle failed logins per username and address together."""
+    username = (request.form.get("username") or "").strip().lower()
+    return f"login:{username}:{request.remote_addr}"
+
+
+@bp.route("/login/", methods=["GET", "POST"])
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE"],
+    key_func=_login_key,
+    methods=["POST"],
+    # Only failures count: a successful login redirects.
+    deduct_when=lambda response: response.status_code != 302,
+)
+def login():
+    """Log in with username and password."""
+    if current_user.is_authenticated:
+        return redirect(safe_next(request.args.get("next")))
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        user = User.by_username(form.username.data.strip())
+        if user is not None and user.check_password(form.password.data):
+            if not user.active:
+                error = "This account has been deactivated. Ask an administrator."
+            else:
+                db.session.commit()  # keep a rehashed password
+                _start_session(user, remember=form.remember.data)
+                return redirect(safe_next(request.args.get("next")))
+        else:
+            error = "Wrong username or password. Check both and try again."
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/login.html", form=form, error=error), status
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    """End this session."""
+    logout_user()
+    session.clear()
+    flash("You have logged out.")
+    return redirect(url_for("auth.login"))
+
+
+def too_many_requests(exc):
+    """Explain a rate limit on the page that hit it."""
+    if request.endpoint == "auth.login":
+        form = LoginForm()
+        error = "Too many failed attempts. Wait a few minutes, then try again."
+        return render_template("auth/login.html", form=form, error=error), 429
+    if request.endpoint == "auth.register":
+        form = RegisterForm(formdata=None)
+        error = "Too many new accounts from your address. Try again later."
+        return render_template("auth/register.html", form=form, error=error), 429
+    return render_template("error.html", code=429, message="Too many requests. Slow down."), 429

@@ -1,0 +1,5 @@
+"""Command-line tools (flask --app chatapp ...)."""
+
+
+def init_app(app) -> None:
+    """Register the commands."""

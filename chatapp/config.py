@@ -1,0 +1,79 @@
+"""Configuration read from the environment (documented in the README's table)."""
+
+import os
+import secrets
+from pathlib import Path
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    """Read a yes/no environment variable."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    """Read an integer environment variable."""
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _secret_key(instance_path: str) -> str:
+    """Return SECRET_KEY, or one generated on first run and kept in instance/."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = Path(instance_path) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        # O_EXCL: when two workers start together, the first one's key wins.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+
+def _database_url(instance_path: str) -> str:
+    """Return DATABASE_URL in SQLAlchemy's spelling, defaulting to SQLite in instance/."""
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'chatapp.sqlite3'}"
+    # psycopg 3 is the PostgreSQL driver; accept the conventional spellings.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def from_environment(instance_path: str, root_path: str) -> dict:
+    """Build the Flask config mapping from environment variables."""
+    origins = os.environ.get("CHATAPP_ALLOWED_ORIGINS", "")
+    return {
+        "SECRET_KEY": _secret_key(instance_path),
+        "SQLALCHEMY_DATABASE_URI": _database_url(instance_path),
+        "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        "UPLOAD_DIR": os.environ.get("CHATAPP_UPLOAD_DIR")
+        or str(Path(root_path).parent / "uploads"),
+        "ALLOWED_ORIGINS": [o.strip().rstrip("/") for o in origins.split(",") if o.strip()],
+        "SESSION_COOKIE_SECURE": _flag("CHATAPP_SECURE_COOKIES"),
+        "REMEMBER_COOKIE_SECURE": _flag("CHATAPP_SECURE_COOKIES"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session
+        # Socket and message limits.
+        "MAX_MESSAGE_CHARS": 4000,
+        "MAX_FRAME_BYTES": _int("CHATAPP_MAX_FRAME_BYTES", 32 * 1024),
+        "MESSAGE_RATE": os.environ.get("CHATAPP_MESSAGE_RATE", "10/5second"),
+        "LOGIN_RATE": os.environ.get("CHATAPP_LOGIN_RATE", "10/5minute"),
+        "REGISTER_RATE": os.environ.get("CHATAPP_REGISTER_RATE", "20/hour"),
+        "SEND_QUEUE_SIZE": _int("CHATAPP_SEND_QUEUE_SIZE", 256),
+        "SEND_TIMEOUT": _int("CHATAPP_SEND_TIMEOUT", 20),
+        "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
+        "HISTORY_PAGE_SIZE": 50,
+        "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+    }

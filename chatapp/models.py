@@ -1,0 +1,347 @@
+"""The data model: users, conversations, memberships with read pointers, messages."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask_login import UserMixin
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+PUBLIC_KEY = "public"
+_hasher = PasswordHasher()
+
+
+def utcnow() -> datetime:
+    """Return the current time as a naive UTC datetime (portable across databases)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    """A person with an account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(32))
+    # Usernames are unique ignoring case; the lower-cased copy carries the constraint.
+    username_key: Mapped[str] = mapped_column(String(32), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    active: Mapped[bool] = mapped_column(default=True)
+    # Bumped to end every session of this user (logout everywhere, deactivation).
+    session_epoch: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return self.active
+
+    def get_id(self) -> str:
+        """Identify the session: user id plus epoch, so bumping the epoch logs it out."""
+        return f"{self.id}:{self.session_epoch}"
+
+    def set_password(self, password: str) -> None:
+        """Store an argon2id hash of the password."""
+        self.password_hash = _hasher.hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """Tell whether the password matches, rehashing when parameters changed."""
+        try:
+            _hasher.verify(self.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        if _hasher.check_needs_rehash(self.password_hash):
+            self.set_password(password)
+        return True
+
+    @classmethod
+    def by_username(cls, username: str) -> User | None:
+        """Find a user by name, ignoring case."""
+        return db.session.scalar(select(cls).where(cls.username_key == username.lower()))
+
+    @classmethod
+    def register(cls, username: str, password: str) -> User:
+        """Create an account and give it a seat in the public room, read up to now."""
+        user = cls(username=username, username_key=username.lower())
+        user.set_password(password)
+        db.session.add(user)
+        db.session.flush()
+        room = Conversation.public_room()
+        db.session.add(
+            Membership(conversation=room, user=user, last_read_id=room.latest_message_id())
+        )
+        db.session.commit()
+        return user
+
+    @property
+    def initials(self) -> str:
+        """One or two letters for the avatar."""
+        parts = [p for p in re.split(r"[_.\-]", self.username) if p]
+        if len(parts) >= 2:
+            return (parts[0][0] + parts[1][0]).upper()
+        return self.username[:2].upper()
+
+
+class Conversation(db.Model):
+    """The public room, or a private chat between two users."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "public" for the room, "dm:<low id>:<high id>" for a private chat.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_message_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="conversation")
+
+    @property
+    def is_public(self) -> bool:
+        return self.key == PUBLIC_KEY
+
+    @classmethod
+    def _get_or_create(cls, key: str) -> Conversation:
+        """Fetch the conversation with this key, creating it (race-safely) if missing."""
+        found = db.session.scalar(select(cls).where(cls.key == key))
+        if found:
+            return found
+        try:
+            with db.session.begin_nested():
+                found = cls(key=key)
+                db.session.add(found)
+        except IntegrityError:
+            found = db.session.scalar(select(cls).where(cls.key == key))
+        return found
+
+    @classmethod
+    def public_room(cls) -> Conversation:
+        """The one public room."""
+        return cls._get_or_create(PUBLIC_KEY)
+
+    def latest_message_id(self) -> int:
+        """Id of the newest message here, 0 when empty."""
+        return db.session.scalar(
+            select(func.coalesce(func.max(Message.id), 0)).where(
+                Message.conversation_id == self.id
+            )
+        )
+
+    def is_member(self, user: User) -> bool:
+        """Tell whether the user may see this conversation."""
+        if self.is_public:
+            return True
+        return user.id in self.member_ids()
+
+    def member_ids(self) -> list[int] | None:
+        """The two members of a private chat; None for the public room (everyone)."""
+        if self.is_public:
+            return None
+        _, low, high = self.key.split(":")
+        return [int(low), int(high)]
+
+    def recent_messages(self, limit: int, before_id: int | None = None) -> list[Message]:
+        """Up to `limit` messages, oldest first, optionally older than `before_id`."""
+        query = select(Message).where(
+            Message.conversation_id == self.id, Message.deleted_at.is_(None)
+        )
+        if before_id is not None:
+            query = query.where(Message.id < before_id)
+        rows = db.session.scalars(query.order_by(Message.id.desc()).limit(limit)).all()
+        return list(reversed(rows))
+
+
+class Membership(db.Model):
+    """A user's seat in a conversation, with how far they have read."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("conversation_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    last_read_id: Mapped[int] = mapped_column(default=0)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="memberships")
+    user: Mapped[User] = relationship()
+
+    @staticmethod
+    def advance(pointers: dict[tuple[int, int], int]) -> None:
+        """Move many read pointers forward in one transaction ({(user, conv): id})."""
+        for (user_id, conversation_id), message_id in pointers.items():
+            db.session.execute(
+                update(Membership)
+                .where(
+                    Membership.user_id == user_id,
+                    Membership.conversation_id == conversation_id,
+                    Membership.last_read_id < message_id,
+                )
+                .values(last_read_id=message_id)
+            )
+        db.session.commit()
+
+
+class Image(db.Model):
+    """A stored, re-encoded image and its thumbnail."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random storage names relative to the upload directory; never the user's file name.
+    path: Mapped[str] = mapped_column(String(128), unique=True)
+    thumb_path: Mapped[str] = mapped_column(String(128))
+    content_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int]
+    height: Mapped[int]
+    size_bytes: Mapped[int]
+    thumb_width: Mapped[int]
+    thumb_height: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(db.Model):
+    """Something a user said in a conversation."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        # A resend of the same composer (same client_id) must not make a second row.
+        UniqueConstraint("author_id", "client_id", name="uq_messages_author_client"),
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+    client_id: Mapped[str] = mapped_column(String(36))
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    author: Mapped[User] = relationship(lazy="joined")
+    conversation: Mapped[Conversation] = relationship()
+    image: Mapped[Image | None] = relationship(lazy="joined")
+
+    @classmethod
+    def post(
+        cls,
+        conversation: Conversation,
+        author: User,
+        body: str,
+        client_id: str,
+        image: Image | None = None,
+    ) -> tuple[Message, bool]:
+        """Store a message once per (author, client_id); return it and whether it is new.
+
+        The transaction is short and holds no network I/O: the caller publishes only
+        after this returns, so an event never announces an uncommitted row.
+        """
+        existing = db.session.scalar(
+            select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
+        )
+        if existing:
+            return existing, False
+        message = cls(
+            conversation_id=conversation.id,
+            author_id=author.id,
+            body=body,
+            client_id=client_id,
+            image=image,
+        )
+        db.session.add(message)
+        try:
+            db.session.flush()
+        except IntegrityError:  # a concurrent resend won the race
+            db.session.rollback()
+            return db.session.scalar(
+                select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
+            ), False
+        conversation.last_message_at = message.created_at
+        # The author has read everything up to their own message.
+        db.session.execute(
+            update(Membership)
+            .where(
+                Membership.user_id == author.id,
+                Membership.conversation_id == conversation.id,
+                Membership.last_read_id < message.id,
+            )
+            .values(last_read_id=message.id)
+        )
+        db.session.commit()
+        return message, True
+
+
+class AuditEntry(db.Model):
+    """A record of an administrator's sensitive action."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    target_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+
+
+def unread_counts(user_id: int) -> dict[int, int]:
+    """Unread messages per conversation for a user (others' messages past the pointer)."""
+    rows = db.session.execute(
+        select(Membership.conversation_id, func.count(Message.id))
+        .join(
+            Message,
+            (Message.conversation_id == Membership.conversation_id)
+            & (Message.id > Membership.last_read_id),
+        )
+        .where(
+            Membership.user_id == user_id,
+            Message.author_id != user_id,
+            Message.deleted_at.is_(None),
+        )
+        .group_by(Membership.conversation_id)
+    )
+    return {conversation_id: count for conversation_id, count in rows}
+
+
+def direct_key(a: int, b: int) -> str:
+    """The key of the private chat between two users."""
+    low, high = sorted((a, b))
+    return f"dm:{low}:{high}"
+
+
+def open_direct(user: User, peer: User) -> Conversation:
+    """The private chat between two users, created (with both seats) on first use."""
+    conversation = Conversation._get_or_create(direct_key(user.id, peer.id))
+    have = set(
+        db.session.scalars(
+            select(Membership.user_id).where(Membership.conversation_id == conversation.id)
+        )
+    )
+    for member in (user, peer):
+        if member.id not in have:
+            try:
+                with db.session.begin_nested():
+                    db.session.add(Membership(conversation_id=conversation.id, user_id=member.id))
+            except IntegrityError:
+                pass  # a concurrent request added it
+    db.session.commit()
+    return conversation

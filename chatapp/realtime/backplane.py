@@ -1,0 +1,37 @@
+"""How events travel between processes: directly in one process, or through Redis."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackplane:
+    """One process: an event published here is delivered to this process's hub at once."""
+
+    remote = False  # no other process needs to hear about per-user bookkeeping
+
+    def __init__(self, app, hub):
+        self.app = app
+        self.hub = hub
+
+    def publish(self, event: dict) -> None:
+        """Deliver an event (after its transaction committed) to the local sockets."""
+        with self.app.app_context():
+            self.hub.deliver(event)
+
+    def start(self) -> None:
+        """Nothing to start in one process."""
+
+    def stop(self) -> None:
+        """Nothing to stop in one process."""
+
+
+def create_backplane(app, hub):
+    """The Redis backplane when REDIS_URL is set, else the in-process one."""
+    if app.config.get("REDIS_URL"):
+        from .redis_backplane import RedisBackplane
+
+        return RedisBackplane(app, hub, app.config["REDIS_URL"])
+    return LocalBackplane(app, hub)

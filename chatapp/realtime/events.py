@@ -1,0 +1,90 @@
+"""What happened, told to every process: published only after the transaction commits."""
+
+from __future__ import annotations
+
+from flask import render_template
+from sqlalchemy import update
+
+from . import get
+
+
+def publish(event: dict) -> None:
+    """Send an event to every process's hub (this one included)."""
+    get().backplane.publish(event)
+
+
+def message_created(message) -> None:
+    """Announce a stored message: its partial is rendered once, here, for every viewer."""
+    conversation = message.conversation
+    publish(
+        {
+            "type": "message_created",
+            "conversation_id": conversation.id,
+            "message_id": message.id,
+            "author_id": message.author_id,
+            "member_ids": conversation.member_ids(),
+            "html": render_template("partials/_message.html", message=message),
+        }
+    )
+
+
+def mark_read(user_id: int, conversation) -> None:
+    """The user is looking at a conversation: read it all, and clear its badge everywhere."""
+    from ..models import Membership, db
+
+    latest = conversation.latest_message_id()
+    db.session.execute(
+        update(Membership)
+        .where(
+            Membership.user_id == user_id,
+            Membership.conversation_id == conversation.id,
+            Membership.last_read_id < latest,
+        )
+        .values(last_read_id=latest)
+    )
+    db.session.commit()
+    publish(
+        {
+            "type": "conversation_read",
+            "user_id": user_id,
+            "conversation_id": conversation.id,
+            "message_id": latest,
+        }
+    )
+
+
+def read_elsewhere(user_id: int, conversation_id: int, message_id: int) -> None:
+    """A batch of read pointers was saved: other processes clear those badges too."""
+    realtime = get()
+    if realtime.backplane.remote:
+        publish(
+            {
+                "type": "conversation_read",
+                "user_id": user_id,
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+            }
+        )
+
+
+def refresh_sidebar(user_id: int) -> None:
+    """Re-render the sidebar in each of a user's local sockets (private chat activity)."""
+    from ..chat import sidebar_context
+    from ..models import Conversation, User, db
+
+    realtime = get()
+    clients = realtime.hub.clients_of(user_id)
+    if not clients:
+        return
+    user = db.session.get(User, user_id)
+    if user is None:
+        return
+    rendered: dict[int, str] = {}
+    for client in clients:
+        if client.conversation_id not in rendered:
+            current = db.session.get(Conversation, client.conversation_id)
+            context = sidebar_context(user, current)
+            rendered[client.conversation_id] = render_template(
+                "pushes/sidebar_changed.html", sidebar=context
+            )
+        client.push(rendered[client.conversation_id])

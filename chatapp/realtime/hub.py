@@ -1,0 +1,171 @@
+"""The per-process hub: which sockets are open where, and how an event reaches them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from flask import render_template
+
+from .client import Client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserState:
+    """What this process knows about a connected user: unread counts per conversation."""
+
+    unread: dict[int, int]
+    # Messages with ids up to this were already counted when `unread` was loaded.
+    watermark: int
+    clients: set[Client] = field(default_factory=set)
+
+    @property
+    def total(self) -> int:
+        return sum(self.unread.values())
+
+
+class Hub:
+    """Routes events to the sockets of this process.
+
+    Every event arrives through deliver(), whether it was published here or by another
+    worker through Redis. Per-recipient work is in memory: the message partial comes
+    pre-rendered in the event, and unread counts live in UserState, so fan-out to a
+    thousand sockets costs no database statement.
+    """
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self.by_conversation: dict[int, set[Client]] = defaultdict(set)
+        self.users: dict[int, UserState] = {}
+        self.on_read = None  # set by the read tracker: (user_id, conversation_id, message_id)
+        self.on_private_activity = None  # set by realtime.events: refresh a member's sidebar
+
+    # -- who is connected --------------------------------------------------------------
+
+    def attach(self, client: Client, load_state) -> UserState:
+        """Register a socket; load_state() gives (unread, watermark) for a new user."""
+        with self._lock:
+            state = self.users.get(client.user_id)
+        if state is None:
+            unread, watermark = load_state()  # a query: done outside the lock
+            with self._lock:
+                state = self.users.setdefault(client.user_id, UserState(unread, watermark))
+        with self._lock:
+            state.clients.add(client)
+            self.by_conversation[client.conversation_id].add(client)
+        return state
+
+    def detach(self, client: Client) -> None:
+        """Forget a socket that has closed."""
+        with self._lock:
+            viewers = self.by_conversation.get(client.conversation_id)
+            if viewers is not None:
+                viewers.discard(client)
+                if not viewers:
+                    del self.by_conversation[client.conversation_id]
+            state = self.users.get(client.user_id)
+            if state is not None:
+                state.clients.discard(client)
+                if not state.clients:
+                    del self.users[client.user_id]
+
+    def clients(self):
+        """Every open socket of this process."""
+        with self._lock:
+            return [c for s in self.users.values() for c in s.clients]
+
+    def clients_of(self, user_id: int) -> list[Client]:
+        """The open sockets of one user in this process."""
+        with self._lock:
+            state = self.users.get(user_id)
+            return list(state.clients) if state else []
+
+    def viewing(self, user_id: int, conversation_id: int) -> bool:
+        """Whether the user has this conversation open in some tab of this process."""
+        with self._lock:
+            return any(c.user_id == user_id for c in self.by_conversation.get(conversation_id, ()))
+
+    # -- events ------------------------------------------------------------------------
+
+    def deliver(self, event: dict) -> None:
+        """Hand one event to the local sockets it concerns."""
+        handler = getattr(self, f"_on_{event['type']}", None)
+        if handler is None:
+            log.warning("unknown event type %r", event["type"])
+            return
+        handler(event)
+
+    def _on_message_created(self, event: dict) -> None:
+        conversation_id = event["conversation_id"]
+        message_id = event["message_id"]
+        author_id = event["author_id"]
+        members = event.get("member_ids")  # None: the public room, everyone is a member
+        # One frame for every viewer: the same HTML, encoded once.
+        frame = render_template("pushes/message_created.html", html=event["html"])
+        sidebar_refresh = []
+        with self._lock:
+            readers = set()
+            for client in self.by_conversation.get(conversation_id, ()):
+                if message_id in client.skip_ids:
+                    continue
+                client.push(frame)
+                readers.add(client.user_id)
+            recipients = self.users.keys() if members is None else members
+            for user_id in list(recipients):
+                state = self.users.get(user_id)
+                if state is None or user_id == author_id or user_id in readers:
+                    continue
+                if message_id <= state.watermark:
+                    continue
+                state.unread[conversation_id] = state.unread.get(conversation_id, 0) + 1
+                if members is None:
+                    self._push_badge(state, conversation_id)
+            if members is not None:
+                sidebar_refresh = [u for u in members if u in self.users]
+        if self.on_read is not None:
+            for user_id in readers:
+                if user_id != author_id:
+                    self.on_read(user_id, conversation_id, message_id)
+        # A private message reorders both members' sidebars (and may add a new entry):
+        # at most two users, so re-rendering their sidebar is cheap and always right.
+        if self.on_private_activity is not None:
+            for user_id in sidebar_refresh:
+                self.on_private_activity(user_id)
+
+    def _on_conversation_read(self, event: dict) -> None:
+        user_id = event["user_id"]
+        conversation_id = event["conversation_id"]
+        with self._lock:
+            state = self.users.get(user_id)
+            if state is None or not state.unread.get(conversation_id):
+                return
+            state.unread[conversation_id] = 0
+            self._push_badge(state, conversation_id)
+
+    @staticmethod
+    def _push_badge(state: UserState, conversation_id: int) -> None:
+        """Show a user's new count for one conversation, and the total in each tab's title."""
+        for client in state.clients:
+            client.push(
+                render_template(
+                    "pushes/badge_changed.html",
+                    conversation_id=conversation_id,
+                    count=state.unread.get(conversation_id, 0),
+                    total=state.total,
+                    title=client.title,
+                )
+            )
+
+    def push_to_user(self, user_id: int, frame: str) -> None:
+        """Send a frame to every socket of one user in this process."""
+        for client in self.clients_of(user_id):
+            client.push(frame)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every socket of this process (shutdown, restart)."""
+        for client in self.clients():
+            client.close(code, reason)

@@ -1,0 +1,66 @@
+"""Read pointers, advanced in batches rather than once per recipient per message."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class ReadTracker:
+    """Collects "user U has seen message M in conversation C" and writes them together.
+
+    A message to a busy room is read at once by everyone viewing it; writing each
+    pointer as it happens would be one UPDATE per viewer per message. Instead the
+    newest id per (user, conversation) is kept in memory and flushed in one
+    transaction every `interval` seconds.
+    """
+
+    def __init__(self, app, interval: float = 1.0):
+        self.app = app
+        self.interval = interval
+        self._pending: dict[tuple[int, int], int] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def mark(self, user_id: int, conversation_id: int, message_id: int) -> None:
+        """Remember that a user has seen a message (written on the next flush)."""
+        key = (user_id, conversation_id)
+        with self._lock:
+            if self._pending.get(key, 0) < message_id:
+                self._pending[key] = message_id
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="reads")
+                self._thread.start()
+
+    def flush(self) -> None:
+        """Write every pending pointer in one transaction."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        from ..models import Membership, db
+
+        with self.app.app_context():
+            try:
+                Membership.advance(batch)
+            except Exception:  # noqa: BLE001 - keep the pointers for the next try
+                log.exception("could not save %d read pointers", len(batch))
+                db.session.rollback()
+                with self._lock:
+                    for key, message_id in batch.items():
+                        if self._pending.get(key, 0) < message_id:
+                            self._pending[key] = message_id
+                return
+            from . import events
+
+            for (user_id, conversation_id), message_id in batch.items():
+                events.read_elsewhere(user_id, conversation_id, message_id)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()

@@ -1,0 +1,188 @@
+"""The socket route: who may connect, and what a frame from the composer does."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from flask import Blueprint, abort, current_app, render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import ValidationError, validate_csrf
+from limits import parse as parse_limit
+
+from ..extensions import db, limiter, sock
+from ..models import Conversation, Message, User, unread_counts
+from . import events, get
+from .client import Client
+
+log = logging.getLogger(__name__)
+bp = Blueprint("realtime", __name__)
+
+FIELDS = {"body", "client_id", "csrf_token"}
+
+
+def origin_allowed() -> bool:
+    """Whether the handshake comes from a page of ours (or an origin listed in config)."""
+    origin = (request.headers.get("Origin") or "").rstrip("/")
+    if not origin:
+        return False
+    own = {f"http://{request.host}", f"https://{request.host}"}
+    return origin in own or origin in current_app.config["ALLOWED_ORIGINS"]
+
+
+@bp.before_request
+def refuse_strangers():
+    """Refuse the handshake before the upgrade: 403 unless logged in, from our origin."""
+    if not current_user.is_authenticated:
+        log.info("socket refused: not logged in (%s)", request.remote_addr)
+        abort(403)
+    if not origin_allowed():
+        log.warning("socket refused: origin %r", request.headers.get("Origin"))
+        abort(403)
+    conversation = db.session.get(Conversation, request.view_args.get("conversation_id", 0))
+    if conversation is None or not conversation.is_member(current_user):
+        abort(404)
+
+
+class Refusal(Exception):
+    """A frame that changes nothing; the sender sees why."""
+
+
+def _composer(conversation_id: int, client_id: str | None = None, body: str = "") -> str:
+    return render_template(
+        "pushes/composer_reset.html",
+        conversation_id=conversation_id,
+        client_id=client_id or str(uuid.uuid4()),
+    )
+
+
+def _parse(raw) -> dict:
+    """Check a frame's shape: JSON object, known fields, valid CSRF token and client id."""
+    if not isinstance(raw, str):
+        raise Refusal("Messages must be text. Reload the page and try again.")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise Refusal("That message could not be read. Reload the page and try again.")
+    if not isinstance(data, dict):
+        raise Refusal("That message could not be read. Reload the page and try again.")
+    data.pop("headers", None)  # htmx adds its request headers; nothing in them is needed
+    unknown = set(data) - FIELDS
+    if unknown:
+        raise Refusal("That message had unexpected fields. Reload the page and try again.")
+    try:
+        validate_csrf(data.get("csrf_token"))
+    except ValidationError:
+        raise Refusal("Your session has changed. Reload the page to send messages.")
+    try:
+        data["client_id"] = str(uuid.UUID(str(data.get("client_id"))))
+    except ValueError:
+        raise Refusal("That message could not be read. Reload the page and try again.")
+    if not isinstance(data.get("body"), str):
+        raise Refusal("Type a message first.")
+    return data
+
+
+def _check_body(body: str) -> str:
+    body = body.strip()
+    limit = current_app.config["MAX_MESSAGE_CHARS"]
+    if not body:
+        raise Refusal("Type a message first.")
+    if len(body) > limit:
+        raise Refusal(
+            f"Messages can be at most {limit} characters; yours has {len(body)}. Shorten it."
+        )
+    return body
+
+
+def _check_rate(user_id: int) -> None:
+    item = parse_limit(current_app.config["MESSAGE_RATE"])
+    if not limiter.limiter.hit(item, "messages", str(user_id)):
+        raise Refusal("You are sending messages too fast. Wait a moment, then send again.")
+
+
+def handle_frame(client: Client, conversation: Conversation, user: User, raw) -> None:
+    """Post the composer's message, or tell the sender why not."""
+    try:
+        data = _parse(raw)
+        body = _check_body(data["body"])
+        _check_rate(user.id)
+    except Refusal as refusal:
+        log.info("frame from user %s refused: %s", user.id, refusal)
+        client.push(render_template("pushes/composer_error.html", error=str(refusal)))
+        return
+    message, created = Message.post(conversation, user, body, data["client_id"])
+    if created:
+        events.message_created(message)
+    # The acknowledgement: a fresh, empty composer (with a new client id).
+    client.push(_composer(conversation.id))
+
+
+def snapshot(client: Client, conversation: Conversation, user: User) -> None:
+    """Bring the page up to date: the current window of messages and the sidebar."""
+    from ..chat import sidebar_context
+
+    messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
+    client.skip_ids = {m.id for m in messages}
+    client.push(
+        render_template(
+            "pushes/snapshot.html",
+            conversation=conversation,
+            messages=messages,
+            sidebar=sidebar_context(user, conversation),
+            title=client.title,
+        )
+    )
+
+
+def conversation_title(conversation: Conversation, user: User) -> str:
+    """What a page calls its conversation: "Public room" or the other member's name."""
+    if conversation.is_public:
+        return "Public room"
+    peer_id = next(i for i in conversation.member_ids() if i != user.id)
+    peer = db.session.get(User, peer_id)
+    return peer.username if peer else "Private chat"
+
+
+def _load_state(user_id: int):
+    """Unread counts of a user as this process starts tracking them."""
+    from sqlalchemy import func, select
+
+    watermark = db.session.scalar(select(func.coalesce(func.max(Message.id), 0)))
+    return unread_counts(user_id), watermark
+
+
+@sock.route("/ws/<int:conversation_id>", bp=bp)
+def socket(ws, conversation_id: int):
+    """A page's live connection: pushes in, composer frames out."""
+    config = current_app.config
+    realtime = get()
+    user = db.session.get(User, current_user.id)
+    conversation = db.session.get(Conversation, conversation_id)
+    client = Client(
+        ws,
+        user.id,
+        conversation_id,
+        queue_size=config["SEND_QUEUE_SIZE"],
+        send_timeout=config["SEND_TIMEOUT"],
+        ping_interval=config["PING_INTERVAL"],
+        title=conversation_title(conversation, user),
+    )
+    try:
+        realtime.hub.attach(client, lambda: _load_state(user.id))
+        client.start()
+        events.mark_read(user.id, conversation)
+        snapshot(client, conversation, user)
+        db.session.rollback()  # hold no transaction while waiting for the next frame
+        while True:
+            raw = ws.receive()
+            if raw is None:
+                continue
+            try:
+                handle_frame(client, conversation, user, raw)
+            finally:
+                db.session.rollback()
+    finally:
+        realtime.hub.detach(client)
+        client.close(1000, "")
