@@ -1,0 +1,371 @@
+"""Shared fixtures: an in-process app, and a real gunicorn gevent server on a free port.
+
+Tests that need PostgreSQL, Redis or Chromium skip with the reason when the service is
+missing, unless CHATAPP_REQUIRE_SERVICES=1 (CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("CHATAPP_REQUIRE_SERVICES") == "1"
+PASSWORD = "correct horse battery"
+TEST_SECRET = "test-secret-key-not-for-production"
+
+
+def need_service(reason: str):
+    """Skip (or, when services are required, fail) a test whose service is missing."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(tmp_path: Path, database_url: str, **extra: str) -> dict:
+    """Environment for an app instance whose state all lives under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATAPP_")}
+    env.pop("REDIS_URL", None)
+    env.update(
+        SECRET_KEY=TEST_SECRET,
+        DATABASE_URL=database_url,
+        CHATAPP_INSTANCE_PATH=str(tmp_path / "instance"),
+        CHATAPP_UPLOAD_DIR=str(tmp_path / "uploads"),
+        CHATAPP_PING_INTERVAL="5",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """A fresh SQLite database file for this test."""
+    return f"sqlite:///{tmp_path / 'chatapp.sqlite3'}"
+
+
+@pytest.fixture
+def app(tmp_path, database_url, monkeypatch):
+    """An in-process app on a migrated database of its own."""
+    for key, value in base_env(tmp_path, database_url).items():
+        monkeypatch.setenv(key, value)
+    from flask_migrate import upgrade
+
+    from chatapp import create_app
+
+    app = create_app({"TESTING": True})
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        from chatapp.extensions import db
+
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+class AuthActions:
+    """Register, log in and out through the real forms of the in-process test client."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def register(self, username="alice", password=PASSWORD, confirm=None):
+        token = csrf_from(self.client.get("/register/").get_data(as_text=True))
+        return self.client.post(
+            "/register/",
+            data={
+                "csrf_token": token,
+                "username": username,
+                "password": password,
+                "confirm": password if confirm is None else confirm,
+            },
+        )
+
+    def login(self, username="alice", password=PASSWORD, **extra):
+        token = csrf_from(self.client.get("/login/").get_data(as_text=True))
+        return self.client.post(
+            "/login/", data={"csrf_token": token, "username": username, "password": password, **extra}
+        )
+
+    def logout(self):
+        token = csrf_from(self.client.get("/").get_data(as_text=True))
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+# -- a real server ------------------------------------------------------------------------
+
+
+class LiveServer:
+    """chatapp under gunicorn's gevent worker, as in production, on a free port."""
+
+    def __init__(self, tmp_path: Path, database_url: str, **env: str):
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = base_env(tmp_path, database_url, **env)
+        self.process: subprocess.Popen | None = None
+        self.log_path = tmp_path / f"server-{self.port}.log"
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "chatapp", "db", "upgrade"],
+            cwd=ROOT, env=self.env, check=True, capture_output=True,
+        )
+
+    def start(self) -> LiveServer:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                 "--bind", f"127.0.0.1:{self.port}"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log()}")
+            try:
+                requests.get(self.url + "/login/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process and self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def server_factory(tmp_path, database_url):
+    """Start servers (stopped at the end), optionally with extra environment."""
+    servers: list[LiveServer] = []
+
+    def start(migrate=True, url=None, **env) -> LiveServer:
+        server = LiveServer(tmp_path, url or database_url, **env)
+        if migrate:
+            server.migrate()
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory):
+    """A running server on a fresh SQLite database."""
+    return server_factory()
+
+
+MESSAGE_ID = re.compile(r'<article id="message-(\d+)"')
+
+
+class Socket:
+    """A WebSocket client that speaks like htmx's hx-ws and records what it receives."""
+
+    def __init__(self, person: Person, ws: websocket.WebSocket, csrf_token: str):
+        self.person = person
+        self.ws = ws
+        self.csrf_token = csrf_token
+        self.frames: list[str] = []
+
+    def send_json(self, payload) -> None:
+        self.ws.send(payload if isinstance(payload, str) else json.dumps(payload))
+
+    def say(self, body: str, client_id: str | None = None, **extra) -> str:
+        """Send what the composer sends; return its client id."""
+        client_id = client_id or str(uuid.uuid4())
+        self.send_json(
+            {"body": body, "client_id": client_id, "csrf_token": self.csrf_token,
+             "headers": {"HX-Request": "true"}, **extra}
+        )
+        return client_id
+
+    def recv(self, timeout: float = 5.0) -> str | None:
+        """The next frame, or None if none comes in time."""
+        self.ws.settimeout(timeout)
+        try:
+            frame = self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            return None
+        self.frames.append(frame)
+        return frame
+
+    def wait_for(self, needle, timeout: float = 5.0) -> str:
+        """Read frames until one contains needle (a string or a predicate)."""
+        test = needle if callable(needle) else (lambda f: needle in f)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no frame with {needle!r}; got {self.frames[-5:]!r}")
+            frame = self.recv(remaining)
+            if frame is not None and test(frame):
+                return frame
+
+    def drain(self, quiet: float = 0.5) -> list[str]:
+        """Read until nothing arrives for `quiet` seconds; return what came."""
+        got = []
+        while (frame := self.recv(quiet)) is not None:
+            got.append(frame)
+        return got
+
+    def message_ids(self) -> list[int]:
+        """Message ids as the page would hold them: snapshots replace, pushes append."""
+        ids: list[int] = []
+        for frame in self.frames:
+            if 'hx-target="#messages" hx-swap="innerHTML"' in frame:
+                ids = []
+            ids.extend(int(i) for i in MESSAGE_ID.findall(frame))
+        return ids
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class Person:
+    """Someone using chatapp over real HTTP and WebSocket connections."""
+
+    def __init__(self, server: LiveServer, username: str, password: str = PASSWORD):
+        self.server = server
+        self.username = username
+        self.password = password
+        self.http = requests.Session()
+        self.sockets: list[Socket] = []
+
+    def register(self) -> Person:
+        token = csrf_from(self.http.get(self.server.url + "/register/").text)
+        r = self.http.post(
+            self.server.url + "/register/",
+            data={"csrf_token": token, "username": self.username,
+                  "password": self.password, "confirm": self.password},
+        )
+        assert r.status_code == 200 and r.url == self.server.url + "/", r.text[:500]
+        return self
+
+    def login(self) -> requests.Response:
+        token = csrf_from(self.http.get(self.server.url + "/login/").text)
+        return self.http.post(
+            self.server.url + "/login/",
+            data={"csrf_token": token, "username": self.username, "password": self.password},
+        )
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.http.get(self.server.url + path, **kwargs)
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
+
+    def connect(self, conversation_id: int = 1, origin: str | None = None,
+                page: str | None = None, **options) -> Socket:
+        """Open a page's socket the way the browser does (cookie and Origin)."""
+        html = self.get(page or ("/" if conversation_id == 1 else f"/c/{conversation_id}")).text
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{self.server.port}/ws/{conversation_id}",
+            header=[f"Cookie: {self.cookie_header()}"],
+            origin=origin or self.server.url,
+            timeout=10,
+            **options,
+        )
+        sock = Socket(self, ws, csrf_from(html))
+        self.sockets.append(sock)
+        sock.wait_for('hx-target="#messages" hx-swap="innerHTML"')  # the connect snapshot
+        return sock
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def people(server):
+    """Make registered people on the running server: people("alice", "bob")."""
+    made: list[Person] = []
+
+    def make(*names: str):
+        new = [Person(server, name).register() for name in names]
+        made.extend(new)
+        return new[0] if len(new) == 1 else new
+
+    yield make
+    for person in made:
+        person.close()
+
+
+# -- services -------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright."""
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        need_service(f"Chromium is not installed at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
