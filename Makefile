@@ -1,12 +1,13 @@
 # chatapp: two commands for a fresh machine with Python 3.11+ and make.
 #   make run    set up, migrate and start the app at http://127.0.0.1:5000
 #   make test   set up and run the whole test suite
+#   make bench  the quick benchmark profile (< 10 min); make bench FULL=1 for the full one
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup migrate
+.PHONY: run test setup migrate bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +25,8 @@ run: migrate
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks are not tests: bench/ makes its own environments and pins server and client
+# to different cores. Results: bench/results/, described in docs/benchmarks.md.
+bench: setup
+	CHATAPP_PYTHON=$(abspath $(BIN))/python $(PYTHON) bench/run.py $(if $(FULL),--full) $(BENCH_ARGS)
