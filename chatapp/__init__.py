@@ -36,11 +36,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
     )
-    if app.config.get("REDIS_URL"):
-        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    # Rate-limit counters: per process in memory, or shared by every worker in Redis.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from . import auth, chat, cli, realtime
+    from . import auth, chat, cli, realtime, uploads
     from .extensions import csrf, db, limiter, login_manager, migrate, sock
     from .database import configure_engine
 
@@ -62,6 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
     realtime.init_app(app)
+    uploads.init_app(app)
     cli.init_app(app)
 
     app.register_error_handler(429, auth.too_many_requests)
