@@ -36,8 +36,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
     )
-    if app.config.get("REDIS_URL"):
-        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    # Rate-limit counters: per process in memory, or shared by every worker in Redis.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from . import admin, auth, chat, cli, realtime
