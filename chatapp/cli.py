@@ -3,6 +3,7 @@
 import os
 
 import click
+from flask.cli import with_appcontext
 
 PASSWORD_ENV = "CHATAPP_ADMIN_PASSWORD"
 MIN_PASSWORD = 8
@@ -10,6 +11,7 @@ MIN_PASSWORD = 8
 
 @click.command("create-admin")
 @click.argument("username")
+@with_appcontext
 def create_admin(username: str) -> None:
     """Make USERNAME an administrator, creating the account if it does not exist.
 
