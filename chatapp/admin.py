@@ -17,7 +17,6 @@ from flask import (
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from werkzeug.routing import BuildError
 from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
@@ -26,6 +25,7 @@ from .models import (
     PUBLIC_KEY,
     AuditEntry,
     Conversation,
+    Image,
     Membership,
     Message,
     User,
@@ -171,15 +171,10 @@ def conversation_labels(conversations) -> dict[int, str]:
     }
 
 
-def image_urls(image) -> tuple[str | None, str | None]:
-    """The thumbnail and full-size URLs of a message's image, where the app serves them."""
-    urls = []
-    for endpoint in ("images.thumbnail", "images.full"):
-        try:
-            urls.append(url_for(endpoint, image_id=image.id))
-        except BuildError:
-            urls.append(None)
-    return urls[0], urls[1]
+def image_urls(image) -> tuple[str, str]:
+    """The console's thumbnail and full-size URLs of a message's image."""
+    return (url_for("admin.image", image_id=image.id, size="thumb"),
+            url_for("admin.image", image_id=image.id, size="full"))
 
 
 def render_messages(template: str, messages: list[Message], **context):
@@ -248,6 +243,15 @@ def delete_message(message_id: int):
         flash("That message was already deleted.")
     return redirect(safe_next(request.form.get("next")) if request.form.get("next")
                     else url_for("admin.messages"), 303)
+
+
+@bp.route("/images/<int:image_id>/<any(thumb, full):size>")
+def image(image_id: int, size: str):
+    """An image of any message, private or deleted, for the console (admins only)."""
+    from .uploads import send_image
+
+    found = db.session.get(Image, image_id) or abort(404)
+    return send_image(found, thumbnail=size == "thumb")
 
 
 @bp.route("/users")

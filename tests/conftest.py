@@ -168,7 +168,7 @@ class LiveServer:
             try:
                 requests.get(self.url + "/login/", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # busy machine: keep waiting
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
 import sqlite3
 import subprocess
 import sys
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import websocket
 
-from chatapp.models import AuditEntry, Conversation, Message, User, db, open_direct
+from chatapp.models import AuditEntry, Conversation, Image, Message, User, db, open_direct
 from conftest import MESSAGE_ID, PASSWORD, ROOT, Person, base_env, csrf_from
 
 ROW = re.compile(r'id="admin-message-(\d+)"')
@@ -44,9 +46,12 @@ def _build_world(app, runner) -> dict:
             "carol": post(dm2, carol, "hi alice, carol here"),
             "old": post(room, carol, "an old 100% note", datetime(2020, 1, 15, 12, 0)),
         }
+        image = Image(path="world.png", thumb_path="world-thumb.png", content_type="image/png",
+                      width=80, height=60, size_bytes=100, thumb_width=40, thumb_height=30)
+        ids["picture"] = Message.post(dm, bob, "", str(uuid.uuid4()), image=image)[0].id
         return {
             "ids": ids, "dm": dm.id, "dm2": dm2.id, "room": room.id,
-            "alice": alice.id, "bob": bob.id, "root": root.id,
+            "alice": alice.id, "bob": bob.id, "root": root.id, "image": image.id,
         }
 
 
@@ -99,6 +104,8 @@ ADMIN_URLS = [
     ("GET", "/admin/users"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/conversations/{dm}"),
+    ("GET", "/admin/images/{image}/thumb"),
+    ("GET", "/admin/images/{image}/full"),
     ("POST", "/admin/messages/{pizza}/delete"),
     ("POST", "/admin/users/{bob}/deactivate"),
     ("POST", "/admin/users/{bob}/reactivate"),
@@ -109,7 +116,7 @@ ADMIN_URLS = [
 
 def _request(client, world, method, url, token):
     url = url.format(dm=world["dm"], pizza=world["ids"]["pizza"], bob=world["bob"],
-                     root=world["root"])
+                     root=world["root"], image=world["image"])
     if method == "POST":
         return client.post(url, data={"csrf_token": token})
     return client.get(url)
@@ -181,16 +188,16 @@ def test_every_message_newest_first(admin, world):
         ("q=PIZZA", ["pizza"]),
         ("q=100%25", ["old"]),  # a literal %, not a wildcard
         ("q=%25", ["old"]),
-        ("author=bob", ["lunch"]),
+        ("author=bob", ["lunch", "picture"]),
         ("author=Carol", ["carol", "old"]),
         ("conversation=Public+room", ["hello", "lunch", "old"]),
         ("conversation=public", ["hello", "lunch", "old"]),
         ("conversation=carol", ["carol"]),  # carol's private chats
-        ("conversation=alice", ["pizza", "carol"]),
-        ("conversation=alice+%26+bob", ["pizza"]),
+        ("conversation=alice", ["pizza", "carol", "picture"]),
+        ("conversation=alice+%26+bob", ["pizza", "picture"]),
         ("since=2020-01-01&until=2020-01-31", ["old"]),
         ("until=2020-01-15", ["old"]),  # the end date is inclusive
-        ("since=2021-01-01", ["hello", "lunch", "pizza", "carol"]),
+        ("since=2021-01-01", ["hello", "lunch", "pizza", "carol", "picture"]),
         ("q=hi&author=carol&conversation=alice", ["carol"]),
     ],
 )
@@ -230,24 +237,23 @@ def test_messages_are_paginated(app, admin, world):
     assert page2 == sorted(posted, reverse=True)[50:] + [world["ids"]["pizza"], world["ids"]["hello"]]
 
 
-def test_image_messages_show_a_thumbnail(app, admin, world):
-    from chatapp.models import Image
+def test_image_messages_show_a_thumbnail_even_from_private_chats(app, admin, world):
+    from PIL import Image as Picture
 
-    with app.app_context():
-        image = Image(path="a.webp", thumb_path="a-t.webp", content_type="image/webp", width=800,
-                      height=600, size_bytes=1000, thumb_width=320, thumb_height=240)
-        db.session.add(image)
-        db.session.commit()
-        message, _ = Message.post(Conversation.public_room(), db.session.get(User, world["bob"]),
-                                  "", str(uuid.uuid4()), image=image)
-        message_id = message.id
-        endpoints = set(app.view_functions)
+    upload_dir = Path(app.config["UPLOAD_DIR"])
+    for name, size in (("world.png", (80, 60)), ("world-thumb.png", (40, 30))):
+        Picture.new("RGB", size, "red").save(upload_dir / name)
     html = admin.get("/admin/?author=bob").get_data(as_text=True)
-    row = html.split(f'id="admin-message-{message_id}"')[1].split("</tr>")[0]
-    if "images.thumbnail" in endpoints:
-        assert re.search(r'<img class="admin-thumb" src="[^"]+"[^>]*alt="Image from bob"', row)
-    else:  # until images are served, the console names the image instead
-        assert "image 800×600" in row
+    row = html.split(f'id="admin-message-{world["ids"]["picture"]}"')[1].split("</tr>")[0]
+    thumb = re.search(r'<img class="admin-thumb" src="([^"]+)"[^>]*alt="Image from bob"', row)
+    full = re.search(r'<a href="([^"]+)"><img', row)
+    assert thumb and full
+    for url, size in ((thumb.group(1), (40, 30)), (full.group(1), (80, 60))):
+        response = admin.get(url)
+        assert response.status_code == 200 and response.mimetype == "image/png"
+        assert Picture.open(io.BytesIO(response.data)).size == size
+    # The admin is no member of the chat: the members' route still refuses them.
+    assert admin.get(f"/images/{world['image']}/thumb").status_code == 404
 
 
 # -- moderation, in-process --------------------------------------------------------------
