@@ -249,9 +249,9 @@ def test_image_messages_show_a_thumbnail_even_from_private_chats(app, admin, wor
     full = re.search(r'<a href="([^"]+)"><img', row)
     assert thumb and full
     for url, size in ((thumb.group(1), (40, 30)), (full.group(1), (80, 60))):
-        response = admin.get(url)
-        assert response.status_code == 200 and response.mimetype == "image/png"
-        assert Picture.open(io.BytesIO(response.data)).size == size
+        with admin.get(url) as response:
+            assert response.status_code == 200 and response.mimetype == "image/png"
+            assert Picture.open(io.BytesIO(response.data)).size == size
     # The admin is no member of the chat: the members' route still refuses them.
     assert admin.get(f"/images/{world['image']}/thumb").status_code == 404
 
