@@ -166,9 +166,9 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log()}")
             try:
-                requests.get(self.url + "/login/", timeout=1)
+                requests.get(self.url + "/login/", timeout=5)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
