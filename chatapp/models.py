@@ -216,6 +216,14 @@ class Image(db.Model):
     thumb_height: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    def shown_in(self) -> Conversation | None:
+        """The conversation whose (not deleted) message shows this image, if any."""
+        return db.session.scalar(
+            select(Conversation)
+            .join(Message, Message.conversation_id == Conversation.id)
+            .where(Message.image_id == self.id, Message.deleted_at.is_(None))
+        )
+
 
 class Message(db.Model):
     """Something a user said in a conversation."""

@@ -166,9 +166,9 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log()}")
             try:
-                requests.get(self.url + "/login/", timeout=5)
+                requests.get(self.url + "/login/", timeout=1)
                 return self
-            except (requests.ConnectionError, requests.Timeout):  # still starting
+            except (requests.ConnectionError, requests.Timeout):  # busy machine: keep waiting
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
