@@ -318,3 +318,51 @@ def test_the_file_name_never_reaches_the_file_system_or_the_page(people):
     page = bob.get("/").text
     assert escape not in page and "<script>alert" not in page
     assert not any(escape in frame for frame in b.frames)
+
+
+@pytest.mark.browser
+def test_attaching_an_image_in_the_browser(browser, people, tmp_path):
+    from playwright.sync_api import expect
+
+    alice, bob = people("alice", "bob")
+    b = bob.connect()
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(picture("PNG", size=(1000, 700)))
+    not_a_photo = tmp_path / "notes.png"
+    not_a_photo.write_bytes(b"these are my notes, not a picture")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(alice.server.url + "/login/")
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(alice.password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("log", name="Messages")).to_be_visible()
+
+        # Something that is not an image: a clear error in the page, nothing sent.
+        page.get_by_label("Attach image").set_input_files(not_a_photo)
+        page.get_by_role("button", name="Send image").click()
+        expect(page.get_by_role("alert")).to_contain_text("not an image")
+
+        # Hold the upload in flight to see the composer say that it is sending.
+        held = []
+        page.route("**/c/1/images", lambda route: held.append(route))
+        page.get_by_label("Attach image").set_input_files(photo)
+        page.get_by_label("Caption").fill("from the browser")
+        page.get_by_role("button", name="Send image").click()
+        expect(page.get_by_text("Sending…")).to_be_visible()
+        while not held:
+            page.wait_for_timeout(20)
+        held[0].continue_()
+
+        b.wait_for("from the browser")
+        link = page.get_by_role("link", name="Image from alice")
+        expect(link).to_be_visible()
+        expect(link.locator("img")).to_have_js_property("naturalWidth", 800)
+        expect(page.get_by_text("Sending…")).to_be_hidden()
+        # The acknowledgement: a fresh composer, the file and caption cleared, no error.
+        expect(page.get_by_label("Caption")).to_have_value("")
+        expect(page.get_by_label("Attach image")).to_have_value("")
+        expect(page.locator("#composer-error")).to_be_empty()
+    finally:
+        context.close()
