@@ -40,7 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from . import auth, chat, cli, realtime, uploads
+    from . import assets, auth, chat, cli, realtime, uploads
     from .extensions import csrf, db, limiter, login_manager, migrate, sock
     from .database import configure_engine
 
@@ -64,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     realtime.init_app(app)
     uploads.init_app(app)
     cli.init_app(app)
+    assets.init_app(app)
 
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)
