@@ -420,3 +420,35 @@ def test_deactivating_closes_sockets_ends_sessions_refuses_login(server, people,
                                     header=[f"Cookie: {frank.cookie_header()}"], timeout=5)
     assert handshake.value.status_code == 403
     assert "my last words" in gina.get("/").text  # the old messages stay
+
+
+@pytest.mark.browser
+def test_an_admin_deletes_a_message_and_it_vanishes_from_open_pages(browser, server, world):
+    from test_browser import Chatter, expect
+
+    alice, bob = Chatter(browser, server, "alice").login(), Chatter(browser, server, "bob").login()
+    console = browser.new_context(base_url=server.url)
+    try:
+        alice.say("click here for free money")
+        bob.sees("click here for free money")
+
+        page = console.new_page()
+        page.goto("/admin/")  # not logged in yet: sent to log in, then back
+        page.get_by_label("Username").fill("root")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(server.url + "/admin/")
+        page.get_by_label("Text").fill("free money")
+        page.get_by_role("button", name="Search").click()
+        row = page.get_by_role("row").filter(has_text="click here for free money")
+        expect(row).to_have_count(1)
+        row.get_by_role("button", name="Delete message").click()
+        expect(page.get_by_role("status")).to_contain_text("Deleted the message from alice")
+
+        for chatter in (alice, bob):  # gone from both open pages, with no reload
+            expect(chatter.log.get_by_role("article").filter(has_text="free money")).to_have_count(0)
+            assert chatter.errors == []
+    finally:
+        console.close()
+        alice.close()
+        bob.close()
