@@ -308,3 +308,99 @@ def test_no_serious_accessibility_violations_on_any_page(browser, chat_server, s
         found[f"not found {name}"] = serious_axe_violations(page)
         alice.close()
     assert {page: v for page, v in found.items() if v} == {}
+
+
+# -- people using it --------------------------------------------------------------------------
+
+
+def test_two_people_register_and_chat_live_both_ways(chatters):
+    alice, bob = chatters("alice", "bob")
+    alice.register()
+    bob.register()
+    expect(alice.log.get_by_text("No messages yet")).to_be_visible()
+
+    alice.say("hello bob")
+    bob.sees("hello bob")
+    bob.say("hi alice, you are live")
+    alice.sees("hi alice, you are live")
+    alice.say("first of two")
+    alice.say("second of two")
+    for person in (alice, bob):
+        person.sees("second of two")
+        expect(person.log.get_by_text("No messages yet")).to_be_hidden()
+        second = person.log.get_by_role("article").filter(has_text="second of two")
+        expect(second).to_have_class(re.compile(r"\bmessage-continued\b"))
+        expect(second.get_by_text("alice")).to_be_attached()  # grouped, still named
+
+    # One HTML for everyone; "mine" is the page's own rule: alice's lines sit right for her.
+    def side(person, text):
+        return person.log.get_by_role("article").filter(has_text=text).evaluate(
+            "e => getComputedStyle(e).flexDirection"
+        )
+
+    assert side(alice, "hello bob") == "row-reverse" and side(alice, "hi alice") == "row"
+    assert side(bob, "hello bob") == "row" and side(bob, "hi alice") == "row-reverse"
+    assert alice.message_ids() == bob.message_ids() and len(alice.message_ids()) == 4
+    assert alice.errors == [] and bob.errors == [], (alice.errors, bob.errors)
+
+
+def test_private_chat_badge_rises_and_clears(chatters):
+    alice, bob = chatters("alice", "bob")
+    alice.register()
+    bob.register()
+    bob.goto("/")  # bob's sidebar lists alice, who registered first
+    bob.nav.get_by_role("link", name=re.compile(r"^alice")).click()
+    bob.live()
+    expect(bob.page.get_by_role("heading", name="alice", level=1)).to_be_visible()
+    bob.say("psst, alice")
+
+    link = alice.nav.get_by_role("link", name=re.compile(r"^bob"))
+    expect(link.get_by_label("1 unread")).to_be_visible()
+    expect(alice.page).to_have_title(re.compile(r"^\(1\) Public room"))
+    bob.say("are you there?")
+    expect(link.get_by_label("2 unread")).to_be_visible()
+    expect(alice.page).to_have_title(re.compile(r"^\(2\) "))
+
+    link.click()
+    alice.live()
+    alice.sees("psst, alice")
+    alice.sees("are you there?")
+    expect(alice.nav.get_by_role("link", name=re.compile(r"^bob"))).to_have_attribute(
+        "aria-current", "page"
+    )
+    expect(alice.nav.get_by_label(re.compile(r"\d+ unread"))).to_have_count(0)
+    expect(alice.page).to_have_title(re.compile(r"^bob · chatapp"))
+    alice.say("here!")
+    bob.sees("here!")
+    expect(bob.nav.get_by_label(re.compile(r"\d+ unread"))).to_have_count(0)
+
+
+def test_an_image_sent_is_seen_on_the_other_side(chatters, tmp_path):
+    from PIL import Image, ImageDraw
+
+    picture = tmp_path / "sunset.png"
+    image = Image.new("RGB", (900, 600), (250, 170, 90))
+    ImageDraw.Draw(image).ellipse((350, 250, 550, 450), fill=(255, 240, 200))
+    image.save(picture)
+
+    alice, bob = chatters("alice", "bob")
+    alice.register()
+    bob.register()
+    alice.page.get_by_label("Attach image").set_input_files(picture)
+    expect(alice.page.get_by_label("Caption")).to_be_visible()  # the form opened up
+    alice.page.get_by_label("Caption").fill("sunset from the office")
+    alice.page.get_by_role("button", name="Send image", exact=True).click()
+
+    for person in (bob, alice):
+        person.sees("sunset from the office")
+        article = person.log.get_by_role("article").filter(has_text="sunset from the office")
+        thumb = article.get_by_role("img", name="Image from alice")
+        expect(thumb).to_be_visible()
+        person.page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle()
+        )
+        full = article.get_by_role("link").get_attribute("href")
+        assert person.page.request.get(full).status == 200
+    # The composer came back closed, ready for the next image.
+    expect(alice.page.get_by_label("Caption")).to_be_hidden()
+    assert bob.errors == []
