@@ -85,7 +85,7 @@ def refresh_sidebar(user_id: int) -> None:
             current = db.session.get(Conversation, client.conversation_id)
             context = sidebar_context(user, current)
             rendered[client.conversation_id] = render_template(
-                "pushes/sidebar_changed.html", sidebar=context
+                "pushes/sidebar_changed.html", sidebar=context, title=client.title
             )
         client.push(rendered[client.conversation_id])
 
