@@ -369,16 +369,19 @@ def close_code(sock, timeout: float = 5.0) -> int:
 
 
 def test_deleting_a_message_removes_it_from_every_open_page(server, people):
-    dave, erin, mod = people("dave", "erin", "mod")
+    dave, erin, fay, mod = people("dave", "erin", "fay", "mod")
     promoted = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "chatapp", "create-admin", "mod"],
         cwd=ROOT, env=server.env, capture_output=True, text=True,
     )
     assert promoted.returncode == 0, promoted.stderr
     d, e = dave.connect(), erin.connect()
+    elsewhere = int(fay.get("/dm/dave").url.rsplit("/", 1)[1])
+    f = fay.connect(elsewhere)  # fay is in a private chat: the room's message is unread
     d.say("buy cheap pills")
     message_id = int(MESSAGE_ID.search(e.wait_for("buy cheap pills")).group(1))
     d.wait_for(f'id="message-{message_id}"')
+    f.wait_for('aria-label="1 unread"')
 
     token = csrf_from(mod.get("/admin/").text)
     response = mod.http.post(f"{server.url}/admin/messages/{message_id}/delete",
@@ -388,6 +391,9 @@ def test_deleting_a_message_removes_it_from_every_open_page(server, people):
     removal = f'<hx-partial hx-target="#message-{message_id}" hx-swap="delete">'
     for sock in (d, e):
         sock.wait_for(removal)
+    # fay's badge for the room is counted again: nothing unread is left.
+    f.wait_for('<hx-partial hx-target="#badge-1" hx-swap="outerHTML">'
+               '<span id="badge-1" class="badge-slot"></span>')
     assert "buy cheap pills" not in erin.get("/").text
     assert message_id not in erin.connect().message_ids()
 
