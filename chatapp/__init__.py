@@ -37,7 +37,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
     )
     if app.config.get("REDIS_URL"):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+        # Fail fast when Redis is down (the in-memory fallback takes over), no retries.
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            **app.config.get("RATELIMIT_STORAGE_OPTIONS", {}), "retry": Retry(NoBackoff(), 0)
+        }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from . import auth, chat, cli, realtime
