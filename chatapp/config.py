@@ -90,4 +90,5 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
         "HISTORY_PAGE_SIZE": 50,
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,6 +25,8 @@ from .extensions import db
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PUBLIC_KEY = "public"
+# Messages by one author closer together than this are shown as one group.
+GROUP_GAP = timedelta(minutes=5)
 _hasher = PasswordHasher()
 
 
@@ -214,6 +216,14 @@ class Image(db.Model):
     thumb_height: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    def shown_in(self) -> Conversation | None:
+        """The conversation whose (not deleted) message shows this image, if any."""
+        return db.session.scalar(
+            select(Conversation)
+            .join(Message, Message.conversation_id == Conversation.id)
+            .where(Message.image_id == self.id, Message.deleted_at.is_(None))
+        )
+
 
 class Message(db.Model):
     """Something a user said in a conversation."""
@@ -285,6 +295,32 @@ class Message(db.Model):
         )
         db.session.commit()
         return message, True
+
+    def previous(self) -> Message | None:
+        """The message shown just before this one in its conversation, if any."""
+        return db.session.scalar(
+            select(Message)
+            .where(
+                Message.conversation_id == self.conversation_id,
+                Message.id < self.id,
+                Message.deleted_at.is_(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+    def continues(self, previous: Message | None) -> bool:
+        """Tell whether this message joins the previous one's group (same author, soon after)."""
+        return (
+            previous is not None
+            and previous.author_id == self.author_id
+            and not self.starts_day(previous)
+            and self.created_at - previous.created_at < GROUP_GAP
+        )
+
+    def starts_day(self, previous: Message | None) -> bool:
+        """Tell whether a day separator goes before this message."""
+        return previous is None or previous.created_at.date() != self.created_at.date()
 
 
 class AuditEntry(db.Model):

@@ -223,7 +223,7 @@ class LiveServer:
                 # The master listens at once; the worker may take seconds to boot.
                 requests.get(self.url + "/login/", timeout=(1, 15))
                 return self
-            except (requests.ConnectionError, requests.Timeout):  # still booting
+            except (requests.ConnectionError, requests.Timeout):  # busy machine: keep waiting
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
