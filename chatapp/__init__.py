@@ -33,6 +33,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
+    if app.config.get("TRUSTED_PROXIES"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Behind a TLS proxy: the client's address (throttling, logs) and scheme come
+        # from the headers the proxy sets, for exactly that many hops.
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
     )

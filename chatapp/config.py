@@ -62,6 +62,8 @@ def from_environment(instance_path: str, root_path: str) -> dict:
             database_url, _int("CHATAPP_DB_POOL_SIZE", 10)
         ),
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        # Proxies in front that set X-Forwarded-For/-Proto (0: trust no such header).
+        "TRUSTED_PROXIES": _int("CHATAPP_TRUSTED_PROXIES", 0),
         # Every Redis key and channel of this deployment starts with this.
         "REDIS_PREFIX": redis_prefix,
         "RATELIMIT_KEY_PREFIX": redis_prefix + "limits",
