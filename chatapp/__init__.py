@@ -55,7 +55,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from . import assets, auth, chat, cli, realtime, uploads
+    from . import admin, assets, auth, chat, cli, realtime, uploads
     from .extensions import csrf, db, limiter, login_manager, migrate, sock
     from .database import configure_engine
 
@@ -76,6 +76,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(admin.bp)
     realtime.init_app(app)
     uploads.init_app(app)
     cli.init_app(app)

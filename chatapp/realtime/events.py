@@ -85,6 +85,22 @@ def refresh_sidebar(user_id: int) -> None:
             current = db.session.get(Conversation, client.conversation_id)
             context = sidebar_context(user, current)
             rendered[client.conversation_id] = render_template(
-                "pushes/sidebar_changed.html", sidebar=context
+                "pushes/sidebar_changed.html", sidebar=context, title=client.title
             )
         client.push(rendered[client.conversation_id])
+
+
+def message_deleted(message) -> None:
+    """A moderator hid a message: every open page showing it removes it."""
+    publish(
+        {
+            "type": "message_deleted",
+            "conversation_id": message.conversation_id,
+            "message_id": message.id,
+        }
+    )
+
+
+def user_deactivated(user_id: int) -> None:
+    """An account was deactivated: every process closes that user's sockets."""
+    publish({"type": "user_deactivated", "user_id": user_id})

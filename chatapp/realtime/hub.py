@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
-from .client import Client
+from .client import POLICY_VIOLATION, Client
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,20 @@ class Hub:
                 return
             state.unread[conversation_id] = 0
             self._push_badge(state, conversation_id)
+
+    def _on_message_deleted(self, event: dict) -> None:
+        # Moderation: whoever has the conversation open loses the message at once.
+        frame = render_template("pushes/message_deleted.html", message_id=event["message_id"])
+        with self._lock:
+            viewers = list(self.by_conversation.get(event["conversation_id"], ()))
+        for client in viewers:
+            client.push(frame)
+
+    def _on_user_deactivated(self, event: dict) -> None:
+        # The account is closed: its sockets go now, not at the next reconnect (which
+        # the handshake then refuses, as the session epoch has moved on).
+        for client in self.clients_of(event["user_id"]):
+            client.close(POLICY_VIOLATION, "Account deactivated")
 
     @staticmethod
     def _push_badge(state: UserState, conversation_id: int) -> None:

@@ -1,0 +1,304 @@
+"""The admin console: every message, every user, moderation and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import DateField, StringField
+from wtforms.validators import Length, Optional, ValidationError
+
+from .auth import safe_next
+from .models import (
+    PUBLIC_KEY,
+    AuditEntry,
+    Conversation,
+    Image,
+    Membership,
+    Message,
+    User,
+    db,
+    direct_key,
+)
+from .realtime import events
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+PAGE_SIZE = 50
+PUBLIC_NAMES = {"public", "public room"}
+ACTION_LABELS = {
+    "open_private_chat": "Opened a private chat",
+    "read_private_messages": "Listed private messages",
+    "delete_message": "Deleted a message",
+    "deactivate": "Deactivated a user",
+    "reactivate": "Reactivated a user",
+    "promote": "Made a user an administrator",
+    "demote": "Took administration away",
+}
+
+
+@bp.before_request
+def admins_only():
+    """Every admin URL, GET or POST: anonymous users log in first, others get 403."""
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(403)
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching text anywhere, with its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class DayField(DateField):
+    """A date (YYYY-MM-DD, as date inputs send it) with an error that says how to fix it."""
+
+    def process_formdata(self, valuelist):
+        try:
+            super().process_formdata(valuelist)
+        except ValueError:
+            raise ValueError("Enter a date as YYYY-MM-DD.")
+
+
+class MessageSearchForm(FlaskForm):
+    """Filters of the message list (a GET form: it changes nothing, needs no token)."""
+
+    class Meta:
+        csrf = False
+
+    q = StringField("Text", validators=[Optional(), Length(max=200)])
+    author = StringField("Author", validators=[Optional(), Length(max=32)])
+    conversation = StringField("Conversation", validators=[Optional(), Length(max=80)])
+    since = DayField("From", validators=[Optional()])
+    until = DayField("To", validators=[Optional()])
+
+    def validate_author(self, field):
+        """Name an existing user."""
+        name = (field.data or "").strip()
+        if name and User.by_username(name) is None:
+            raise ValidationError(f"Nobody is called {name}; check the spelling.")
+
+    def validate_conversation(self, field):
+        """"Public room", or one or two member names of private chats."""
+        for name in _conversation_names(field.data):
+            if User.by_username(name) is None:
+                raise ValidationError(f"Nobody is called {name}; check the spelling.")
+
+    def validate_until(self, field):
+        """The range must not end before it starts."""
+        if field.data and self.since.data and field.data < self.since.data:
+            raise ValidationError("The end date is before the start date; swap them.")
+
+    def filters(self) -> dict:
+        """The filters in use, for links to further pages."""
+        return {
+            name: (value.isoformat() if hasattr(value, "isoformat") else value)
+            for name, value in self.data.items()
+            if value
+        }
+
+
+def _conversation_names(value: str | None) -> list[str]:
+    """Member names in a conversation filter; none for the public room."""
+    value = (value or "").strip()
+    if not value or value.lower() in PUBLIC_NAMES:
+        return []
+    return [n for n in value.replace(",", " ").replace("&", " ").split() if n][:2]
+
+
+def search_messages(form: MessageSearchForm, before: int | None = None):
+    """Newest-first query for the messages matching the form's filters."""
+    query = select(Message)
+    if form.q.data:
+        query = query.where(Message.body.ilike(_like(form.q.data.strip()), escape="\\"))
+    if form.author.data and form.author.data.strip():
+        query = query.where(Message.author_id == User.by_username(form.author.data.strip()).id)
+    conversation = (form.conversation.data or "").strip()
+    if conversation:
+        names = _conversation_names(conversation)
+        users = [User.by_username(n) for n in names]
+        if not users:
+            keys = select(Conversation.id).where(Conversation.key == PUBLIC_KEY)
+        elif len(users) == 2:
+            keys = select(Conversation.id).where(
+                Conversation.key == direct_key(users[0].id, users[1].id)
+            )
+        else:
+            keys = (
+                select(Membership.conversation_id)
+                .join(Conversation, Conversation.id == Membership.conversation_id)
+                .where(Membership.user_id == users[0].id, Conversation.key != PUBLIC_KEY)
+            )
+        query = query.where(Message.conversation_id.in_(keys))
+    if form.since.data:
+        query = query.where(Message.created_at >= datetime.combine(form.since.data, time.min))
+    if form.until.data:
+        end = datetime.combine(form.until.data + timedelta(days=1), time.min)
+        query = query.where(Message.created_at < end)
+    if before:
+        query = query.where(Message.id < before)
+    return query.order_by(Message.id.desc())
+
+
+def _page(query, limit: int = PAGE_SIZE) -> tuple[list, bool]:
+    """One page of rows and whether more follow."""
+    rows = db.session.scalars(query.limit(limit + 1)).unique().all()
+    return rows[:limit], len(rows) > limit
+
+
+def conversation_labels(conversations) -> dict[int, str]:
+    """What to call each conversation: "Public room" or its two members' names."""
+    ids = {i for c in conversations if not c.is_public for i in c.member_ids()}
+    names = dict(db.session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+    return {
+        c.id: "Public room" if c.is_public
+        else " & ".join(names.get(i, "(gone)") for i in c.member_ids())
+        for c in conversations
+    }
+
+
+def image_urls(image) -> tuple[str, str]:
+    """The console's thumbnail and full-size URLs of a message's image."""
+    return (url_for("admin.image", image_id=image.id, size="thumb"),
+            url_for("admin.image", image_id=image.id, size="full"))
+
+
+def render_messages(template: str, messages: list[Message], **context):
+    """A page holding a message table, with labels and image links for its rows."""
+    conversations = {m.conversation_id: m.conversation for m in messages}
+    return render_template(
+        template,
+        messages=messages,
+        labels=conversation_labels(conversations.values()),
+        image_urls=image_urls,
+        **context,
+    )
+
+
+def audit_private(messages: list[Message], detail: str) -> None:
+    """Log that private messages were shown to this admin (and which chats)."""
+    private = sorted({m.conversation_id for m in messages if not m.conversation.is_public})
+    if private:
+        chats = ", ".join(str(i) for i in private)
+        AuditEntry.record(current_user, "read_private_messages", detail=f"{detail}; chats {chats}")
+        db.session.commit()
+
+
+@bp.route("/")
+def messages():
+    """Every message, newest first, searchable by text, author, conversation and dates."""
+    form = MessageSearchForm(request.args)
+    if request.args and not form.validate():
+        return render_messages("admin/messages.html", [], form=form, more=False), 400
+    before = request.args.get("before", type=int)
+    found, more = _page(search_messages(form, before))
+    filters = form.filters()
+    audit_private(found, "search " + (" ".join(f"{k}={v}" for k, v in filters.items()) or "all"))
+    return render_messages("admin/messages.html", found, form=form, more=more,
+                           filters=filters, before=before)
+
+
+@bp.route("/conversations/<int:conversation_id>")
+def conversation(conversation_id: int):
+    """One conversation as an admin reads it; opening a private chat is audited."""
+    found_conversation = db.session.get(Conversation, conversation_id) or abort(404)
+    before = request.args.get("before", type=int)
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if before:
+        query = query.where(Message.id < before)
+    found, more = _page(query.order_by(Message.id.desc()))
+    if not found_conversation.is_public:
+        AuditEntry.record(current_user, "open_private_chat", conversation_id=conversation_id)
+        db.session.commit()
+    label = conversation_labels([found_conversation])[conversation_id]
+    return render_messages("admin/conversation.html", found, conversation=found_conversation,
+                           label=label, more=more, filters={}, before=before)
+
+
+@bp.route("/messages/<int:message_id>/delete", methods=["POST"])
+def delete_message(message_id: int):
+    """Hide a message everywhere; open pages lose it at once."""
+    message = db.session.get(Message, message_id) or abort(404)
+    if message.soft_delete():
+        AuditEntry.record(current_user, "delete_message", conversation_id=message.conversation_id,
+                          target_user_id=message.author_id, detail=f"message {message.id}")
+        db.session.commit()
+        events.message_deleted(message)  # after the commit: nobody hears of an unsaved change
+        flash(f"Deleted the message from {message.author.username}.")
+    else:
+        flash("That message was already deleted.")
+    return redirect(safe_next(request.form.get("next")) if request.form.get("next")
+                    else url_for("admin.messages"), 303)
+
+
+@bp.route("/images/<int:image_id>/<any(thumb, full):size>")
+def image(image_id: int, size: str):
+    """An image of any message, private or deleted, for the console (admins only)."""
+    from .uploads import send_image
+
+    found = db.session.get(Image, image_id) or abort(404)
+    return send_image(found, thumbnail=size == "thumb")
+
+
+@bp.route("/users")
+def users():
+    """Every account, searchable by name, with its role and status."""
+    q = (request.args.get("q") or "").strip()[:32]
+    page = max(request.args.get("page", 1, type=int), 1)
+    query = select(User).order_by(User.username_key)
+    if q:
+        query = query.where(User.username_key.like(_like(q.lower()), escape="\\"))
+    found, more = _page(query.offset((page - 1) * PAGE_SIZE))
+    return render_template("admin/users.html", users=found, q=q, page=page, more=more)
+
+
+USER_ACTIONS = {
+    "deactivate": User.deactivate,
+    "reactivate": User.reactivate,
+    "promote": User.promote,
+    "demote": User.demote,
+}
+
+
+@bp.route("/users/<int:user_id>/<action>", methods=["POST"])
+def user_action(user_id: int, action: str):
+    """Deactivate, reactivate, promote or demote an account."""
+    verb = USER_ACTIONS.get(action) or abort(404)
+    user = db.session.get(User, user_id) or abort(404)
+    back = safe_next(request.form.get("next")) if request.form.get("next") else url_for(
+        "admin.users")
+    if user.id == current_user.id and action in ("deactivate", "demote"):
+        flash("You cannot do that to your own account; ask another administrator.", "error")
+        return redirect(back, 303)
+    verb(user)
+    AuditEntry.record(current_user, action, target_user_id=user.id)
+    db.session.commit()
+    if action == "deactivate":
+        events.user_deactivated(user.id)  # after the commit, like every event
+    flash(f"{ACTION_LABELS[action]}: {user.username}.")
+    return redirect(back, 303)
+
+
+@bp.route("/audit")
+def audit():
+    """The audit log: what administrators did, newest first."""
+    page = max(request.args.get("page", 1, type=int), 1)
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).offset((page - 1) * PAGE_SIZE)
+    entries, more = _page(query)
+    conversations = [e.conversation for e in entries if e.conversation is not None]
+    return render_template("admin/audit.html", entries=entries, page=page, more=more,
+                           labels=conversation_labels(conversations), actions=ACTION_LABELS)
