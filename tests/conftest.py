@@ -75,6 +75,9 @@ def pytest_generate_tests(metafunc):
     """
     if "database_url" not in metafunc.fixturenames:
         return
+    definitions = getattr(metafunc, "_arg2fixturedefs", {}).get("database_url")
+    if definitions and definitions[-1].func.__module__ != __name__:
+        return  # a module brings its own database_url (e.g. a copied SQLite file)
     names = TEST_DATABASES
     marker = metafunc.definition.get_closest_marker("databases")
     if marker is not None:
