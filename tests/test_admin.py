@@ -369,16 +369,19 @@ def close_code(sock, timeout: float = 5.0) -> int:
 
 
 def test_deleting_a_message_removes_it_from_every_open_page(server, people):
-    dave, erin, mod = people("dave", "erin", "mod")
+    dave, erin, fay, mod = people("dave", "erin", "fay", "mod")
     promoted = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "chatapp", "create-admin", "mod"],
         cwd=ROOT, env=server.env, capture_output=True, text=True,
     )
     assert promoted.returncode == 0, promoted.stderr
     d, e = dave.connect(), erin.connect()
+    elsewhere = int(fay.get("/dm/dave").url.rsplit("/", 1)[1])
+    f = fay.connect(elsewhere)  # fay is in a private chat: the room's message is unread
     d.say("buy cheap pills")
     message_id = int(MESSAGE_ID.search(e.wait_for("buy cheap pills")).group(1))
     d.wait_for(f'id="message-{message_id}"')
+    f.wait_for('aria-label="1 unread"')
 
     token = csrf_from(mod.get("/admin/").text)
     response = mod.http.post(f"{server.url}/admin/messages/{message_id}/delete",
@@ -388,6 +391,9 @@ def test_deleting_a_message_removes_it_from_every_open_page(server, people):
     removal = f'<hx-partial hx-target="#message-{message_id}" hx-swap="delete">'
     for sock in (d, e):
         sock.wait_for(removal)
+    # fay's badge for the room is counted again: nothing unread is left.
+    f.wait_for('<hx-partial hx-target="#badge-1" hx-swap="outerHTML">'
+               '<span id="badge-1" class="badge-slot"></span>')
     assert "buy cheap pills" not in erin.get("/").text
     assert message_id not in erin.connect().message_ids()
 
@@ -420,3 +426,35 @@ def test_deactivating_closes_sockets_ends_sessions_refuses_login(server, people,
                                     header=[f"Cookie: {frank.cookie_header()}"], timeout=5)
     assert handshake.value.status_code == 403
     assert "my last words" in gina.get("/").text  # the old messages stay
+
+
+@pytest.mark.browser
+def test_an_admin_deletes_a_message_and_it_vanishes_from_open_pages(browser, server, world):
+    from test_browser import Chatter, expect
+
+    alice, bob = Chatter(browser, server, "alice").login(), Chatter(browser, server, "bob").login()
+    console = browser.new_context(base_url=server.url)
+    try:
+        alice.say("click here for free money")
+        bob.sees("click here for free money")
+
+        page = console.new_page()
+        page.goto("/admin/")  # not logged in yet: sent to log in, then back
+        page.get_by_label("Username").fill("root")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(server.url + "/admin/")
+        page.get_by_label("Text").fill("free money")
+        page.get_by_role("button", name="Search").click()
+        row = page.get_by_role("row").filter(has_text="click here for free money")
+        expect(row).to_have_count(1)
+        row.get_by_role("button", name="Delete message").click()
+        expect(page.get_by_role("status")).to_contain_text("Deleted the message from alice")
+
+        for chatter in (alice, bob):  # gone from both open pages, with no reload
+            expect(chatter.log.get_by_role("article").filter(has_text="free money")).to_have_count(0)
+            assert chatter.errors == []
+    finally:
+        console.close()
+        alice.close()
+        bob.close()

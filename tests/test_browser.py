@@ -161,15 +161,15 @@ class Seed:
         low, high = sorted((self.user_id(a), self.user_id(b)))
         return self.conversation_id(f"dm:{low}:{high}")
 
-    def messages(self, conversation_id: int, rows: list[tuple[str, str, datetime]]) -> list[int]:
-        """Insert (author, body, time) rows; return their ids in order."""
+    def messages(self, conversation_id: int, rows: list[tuple]) -> list[int]:
+        """Insert (author, body, time[, image id]) rows; return their ids in order."""
         ids = []
-        for author, body, at in rows:
+        for author, body, at, *image in rows:
             cursor = self.db.execute(
-                "INSERT INTO messages (conversation_id, author_id, body, client_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conversation_id, author_id, body, client_id, created_at,"
+                " image_id) VALUES (?, ?, ?, ?, ?, ?)",
                 (conversation_id, self.user_id(author), body, str(uuid.uuid4()),
-                 at.strftime("%Y-%m-%d %H:%M:%S.%f")),
+                 at.strftime("%Y-%m-%d %H:%M:%S.%f"), image[0] if image else None),
             )
             ids.append(cursor.lastrowid)
         self.db.execute(
@@ -178,6 +178,34 @@ class Seed:
         )
         self.db.commit()
         return ids
+
+    def picture(self, upload_dir: str) -> int:
+        """Store a drawn landscape (and its thumbnail) as an uploaded image; return its id."""
+        from PIL import Image, ImageDraw
+
+        full = Image.new("RGB", (1200, 800))
+        draw = ImageDraw.Draw(full)
+        for y in range(800):  # an evening sky
+            t = y / 800
+            draw.line([(0, y), (1200, y)], fill=(int(255 - 60 * t), int(150 + 40 * t), int(110 + 90 * t)))
+        draw.ellipse((480, 380, 720, 620), fill=(255, 236, 190))
+        draw.polygon([(0, 800), (0, 560), (260, 430), (520, 600), (800, 470), (1200, 640), (1200, 800)],
+                     fill=(58, 64, 110))
+        names = {}
+        for kind, size in (("full", (1200, 800)), ("thumb", (360, 240))):
+            rel = f"se/ed/{uuid.uuid4().hex}{'-thumb' if kind == 'thumb' else ''}.jpg"
+            path = Path(upload_dir) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            full.resize(size).save(path, "JPEG", quality=85)
+            names[kind] = (rel, path.stat().st_size)
+        cursor = self.db.execute(
+            "INSERT INTO images (path, thumb_path, content_type, width, height, size_bytes,"
+            " thumb_width, thumb_height, created_at) VALUES (?, ?, 'image/jpeg', 1200, 800, ?,"
+            " 360, 240, ?)",
+            (names["full"][0], names["thumb"][0], names["full"][1], DAY.isoformat(" ")),
+        )
+        self.db.commit()
+        return cursor.lastrowid
 
     def read_all(self, username: str) -> None:
         """Mark everything read for a user (seeded rows are not news)."""
@@ -239,7 +267,12 @@ def seed_story(server) -> None:
     people["bob"].get("/dm/alice")
     people["carol"].get("/dm/alice")
     seed = Seed(server)
-    seed.messages(seed.conversation_id("public"), STORY)
+    picture = seed.picture(server.env["CHATAPP_UPLOAD_DIR"])
+    story = sorted(
+        STORY + [("carol", "The view from the office last night", DAY + timedelta(minutes=18), picture)],
+        key=lambda row: row[2],
+    )
+    seed.messages(seed.conversation_id("public"), story)
     seed.messages(seed.direct_id("carol", "alice"), [
         ("carol", "Lunch at noon?", DAY - timedelta(hours=20)),
     ])
@@ -265,11 +298,13 @@ def test_screenshots_phone_and_desktop(browser, chat_server, scheme):
             alice.sees("Nice work, everyone.")
             expect(alice.page).to_have_title(re.compile(r"^\(2\) Public room"))
             no_horizontal_scroll(alice.page)
-            alice.page.screenshot(path=SHOTS / f"chat-{name}-{scheme}.png")
+            alice.page.screenshot(path=SHOTS / f"chat-{name}-{scheme}.png", animations="disabled")
             if name == "phone":
                 alice.page.locator("summary").filter(has_text="Conversations").click()
                 expect(alice.nav).to_be_visible()
-                alice.page.screenshot(path=SHOTS / f"chat-phone-{scheme}-conversations.png")
+                alice.page.screenshot(
+                    path=SHOTS / f"chat-phone-{scheme}-conversations.png", animations="disabled"
+                )
             assert alice.errors == [], alice.errors
         finally:
             alice.close()
@@ -279,6 +314,13 @@ def test_screenshots_phone_and_desktop(browser, chat_server, scheme):
 def test_no_serious_accessibility_violations_on_any_page(browser, chat_server, scheme):
     """axe-core finds nothing serious or critical on any page, at either width."""
     seed_story(chat_server)
+    from conftest import Person
+
+    Person(chat_server, "root").register().close()
+    seed = Seed(chat_server)
+    seed.db.execute("UPDATE users SET is_admin = 1 WHERE username_key = 'root'")
+    seed.db.commit()
+    seed.close()
     found: dict[str, list[str]] = {}
     for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         visitor = Chatter(browser, chat_server, "nobody", viewport=viewport, scheme=scheme)
@@ -308,6 +350,16 @@ def test_no_serious_accessibility_violations_on_any_page(browser, chat_server, s
         page.goto("/c/999")
         found[f"not found {name}"] = serious_axe_violations(page)
         alice.close()
+
+        root = Chatter(browser, chat_server, "root", viewport=viewport, scheme=scheme).login()
+        seed = Seed(chat_server)
+        dm = seed.direct_id("alice", "bob")
+        seed.close()
+        for path in ("/admin/", "/admin/?q=standup", "/admin/users", "/admin/audit",
+                     f"/admin/conversations/{dm}"):
+            root.page.goto(path)
+            found[f"{path} {name}"] = serious_axe_violations(root.page)
+        root.close()
     assert {page: v for page, v in found.items() if v} == {}
 
 
@@ -390,6 +442,7 @@ def test_an_image_sent_is_seen_on_the_other_side(chatters, tmp_path):
     alice.page.get_by_label("Attach image").set_input_files(picture)
     expect(alice.page.get_by_label("Caption")).to_be_visible()  # the form opened up
     alice.page.get_by_label("Caption").fill("sunset from the office")
+    no_horizontal_scroll(alice.page)
     alice.page.get_by_role("button", name="Send image", exact=True).click()
 
     for person in (bob, alice):

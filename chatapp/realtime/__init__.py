@@ -31,6 +31,13 @@ def init_app(app) -> Realtime:
         events.refresh_sidebar(user_id)
 
     hub.on_private_activity = refresh
+
+    def recount(user_ids, conversation_id):
+        from . import events
+
+        return events.recount_unread(user_ids, conversation_id)
+
+    hub.recount_unread = recount
     app.extensions["chatapp.realtime"] = realtime
 
     from . import ws
