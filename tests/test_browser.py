@@ -13,7 +13,8 @@ import pytest
 
 from conftest import PASSWORD, ROOT
 
-pytestmark = pytest.mark.browser
+# Seed writes the SQLite file directly, so these run on SQLite only.
+pytestmark = [pytest.mark.browser, pytest.mark.databases("sqlite")]
 
 SHOTS = ROOT / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
