@@ -100,6 +100,25 @@ class User(UserMixin, db.Model):
             return (parts[0][0] + parts[1][0]).upper()
         return self.username[:2].upper()
 
+    # -- administration (the caller commits, then publishes) ---------------------------
+
+    def deactivate(self) -> None:
+        """Refuse this user's logins and end every session they have."""
+        self.active = False
+        self.session_epoch += 1
+
+    def reactivate(self) -> None:
+        """Let this user log in again (their old sessions stay ended)."""
+        self.active = True
+
+    def promote(self) -> None:
+        """Make this user an administrator."""
+        self.is_admin = True
+
+    def demote(self) -> None:
+        """Take administration away from this user."""
+        self.is_admin = False
+
 
 class Conversation(db.Model):
     """The public room, or a private chat between two users."""
@@ -296,6 +315,13 @@ class Message(db.Model):
         db.session.commit()
         return message, True
 
+    def soft_delete(self) -> bool:
+        """Hide this message everywhere (moderation); False if it was already hidden."""
+        if self.deleted_at is not None:
+            return False
+        self.deleted_at = utcnow()
+        return True
+
     def previous(self) -> Message | None:
         """The message shown just before this one in its conversation, if any."""
         return db.session.scalar(
@@ -337,6 +363,17 @@ class AuditEntry(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+    target_user: Mapped[User | None] = relationship(foreign_keys=[target_user_id])
+    conversation: Mapped[Conversation | None] = relationship()
+
+    @classmethod
+    def record(cls, actor: User, action: str, *, conversation_id: int | None = None,
+               target_user_id: int | None = None, detail: str = "") -> AuditEntry:
+        """Add an entry to the audit log (committed with the caller's transaction)."""
+        entry = cls(actor_id=actor.id, action=action, conversation_id=conversation_id,
+                    target_user_id=target_user_id, detail=detail[:2000])
+        db.session.add(entry)
+        return entry
 
 
 def unread_counts(user_id: int) -> dict[int, int]:

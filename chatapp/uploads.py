@@ -221,6 +221,11 @@ def _send(image_id: int, thumbnail: bool):
     conversation = image.shown_in() if image else None
     if conversation is None or not conversation.is_member(current_user):
         abort(404)
+    return send_image(image, thumbnail)
+
+
+def send_image(image: Image, thumbnail: bool):
+    """The stored file of an image, for a caller that has checked who may see it."""
     full = safe_join(current_app.config["UPLOAD_DIR"], image.thumb_path if thumbnail else image.path)
     if full is None or not os.path.isfile(full):
         log.warning("image %s is missing its file", image.id)
