@@ -88,6 +88,8 @@ def upload(conversation_id: int):
         )
         if sent is None:  # a resend of an acknowledged upload is only acknowledged again
             _check_rate(current_user.id)
+            # Decoding takes a while: hold no database transaction (nor connection) meanwhile.
+            db.session.rollback()
             with _decoding:
                 processed = _off_the_loop(
                     imaging.process, upload.stream, current_app.config["MAX_IMAGE_PIXELS"]
@@ -163,12 +165,24 @@ def _post(conversation, caption: str, client_id: str, processed: imaging.Process
         thumb_width=thumb.width,
         thumb_height=thumb.height,
     )
-    message, created = Message.post(conversation, current_user, caption, client_id, image=image)
+    try:
+        message, created = Message.post(conversation, current_user, caption, client_id, image=image)
+    except BaseException:
+        _remove(path, thumb_path)
+        raise
     if created:
         events.message_created(message)
     else:  # a concurrent resend stored it first: these files belong to nothing
-        for rel in {path, thumb_path}:
+        _remove(path, thumb_path)
+
+
+def _remove(*paths: str) -> None:
+    """Delete stored files that no message will ever show."""
+    for rel in set(paths):
+        try:
             os.unlink(os.path.join(current_app.config["UPLOAD_DIR"], rel))
+        except FileNotFoundError:
+            pass
 
 
 def _random_stem() -> str:
@@ -207,6 +221,11 @@ def _send(image_id: int, thumbnail: bool):
     conversation = image.shown_in() if image else None
     if conversation is None or not conversation.is_member(current_user):
         abort(404)
+    return send_image(image, thumbnail)
+
+
+def send_image(image: Image, thumbnail: bool):
+    """The stored file of an image, for a caller that has checked who may see it."""
     full = safe_join(current_app.config["UPLOAD_DIR"], image.thumb_path if thumbnail else image.path)
     if full is None or not os.path.isfile(full):
         log.warning("image %s is missing its file", image.id)

@@ -60,9 +60,9 @@ def page_of(conversation_id: int) -> str:
 
 
 def upload(person, conversation_id: int, data: bytes, filename="picture.png",
-           content_type="image/png", caption="", client_id=None, token=None):
+           content_type="image/png", caption="", client_id=None, token=None, page=True):
     """Send what the composer's image form sends (multipart, CSRF token, client id)."""
-    html = person.get(page_of(conversation_id)).text
+    html = person.get(page_of(conversation_id)).text if page else ""
     fields = {
         "csrf_token": csrf_from(html) if token is None else token,
         "client_id": client_id or COMPOSER_CLIENT_ID.search(html).group(1),
@@ -112,42 +112,43 @@ FORMATS = {
 }
 
 
-@pytest.mark.parametrize("kind", list(FORMATS))
-def test_an_image_reaches_the_other_member_live_as_one_message(people, kind):
-    fmt, content_type, make = FORMATS[kind]
+def test_each_format_reaches_the_other_member_live_as_one_message(people):
     alice, bob = people("alice", "bob")
     a, b = alice.connect(), bob.connect()
-    html = alice.get("/").text
-    client_id = COMPOSER_CLIENT_ID.search(html).group(1)
+    for kind, (fmt, content_type, make) in FORMATS.items():
+        seen = len(set(b.message_ids()))
+        client_id = COMPOSER_CLIENT_ID.search(alice.get("/").text).group(1)
+        caption = f"Look at this {kind}"
 
-    response = upload(alice, 1, make(), f"holiday.{kind}", content_type, caption="Look at this",
-                      client_id=client_id)
+        response = upload(alice, 1, make(), f"holiday.{kind}", content_type, caption=caption,
+                          client_id=client_id)
 
-    # The acknowledgement is a fresh composer with a new client id.
-    assert response.status_code == 200, response.text
-    assert 'hx-target="#composer"' in response.text
-    assert client_id not in response.text
-    frame = b.wait_for('class="image"')
-    assert "Look at this" in frame and 'alt="Image from alice"' in frame
-    assert len(set(b.message_ids())) == 1
-    a.wait_for('class="image"')  # the sender sees it through the socket like any message
+        # The acknowledgement is a fresh composer with a new client id.
+        assert response.status_code == 200, response.text
+        assert 'hx-target="#composer"' in response.text
+        assert client_id not in response.text
+        frame = b.wait_for(caption)
+        assert 'alt="Image from alice"' in frame
+        assert len(set(b.message_ids())) == seen + 1
+        a.wait_for(caption)  # the sender sees it through the socket like any message
 
-    original_url, thumb_url = image_urls(frame)
-    original, thumb = bob.get(original_url), bob.get(thumb_url)
-    assert original.status_code == thumb.status_code == 200
-    assert original.headers["Content-Type"] == thumb.headers["Content-Type"] == content_type
-    full, small = Image.open(io.BytesIO(original.content)), Image.open(io.BytesIO(thumb.content))
-    assert full.format == small.format == fmt
-    assert max(full.size) > 800 and max(small.size) == 800
-    if kind == "gif":  # still animated, original and thumbnail alike
-        assert full.n_frames == small.n_frames == 3
+        original_url, thumb_url = image_urls(frame)
+        original, thumb = bob.get(original_url), bob.get(thumb_url)
+        assert original.status_code == thumb.status_code == 200
+        assert original.headers["Content-Type"] == thumb.headers["Content-Type"] == content_type
+        full = Image.open(io.BytesIO(original.content))
+        small = Image.open(io.BytesIO(thumb.content))
+        assert full.format == small.format == fmt
+        assert max(full.size) > 800 and max(small.size) == 800
+        if kind == "gif":  # still animated, original and thumbnail alike
+            assert full.n_frames == small.n_frames == 3
 
-    # Sending the same composer again (no acknowledgement seen) makes no second message.
-    again = upload(alice, 1, make(), f"holiday.{kind}", content_type, caption="Look at this",
-                   client_id=client_id)
-    assert again.status_code == 200
-    assert_nothing_arrives(b)
-    assert alice.get("/").text.count('class="image"') == 1
+        # Sending the same composer again (no acknowledgement seen) makes no second message.
+        again = upload(alice, 1, make(), f"holiday.{kind}", content_type, caption=caption,
+                       client_id=client_id)
+        assert again.status_code == 200
+        assert_nothing_arrives(b)
+        assert alice.get("/").text.count(caption) == 1
 
 
 def test_things_that_are_not_images_are_refused_and_change_nothing(people):
@@ -206,9 +207,11 @@ def test_a_30000_by_30000_png_is_refused_fast_without_decoding(people):
     assert len(bomb) < 200_000
     upload(alice, 1, picture("PNG", size=(900, 700)))  # warm up the image code paths
     b.wait_for('class="image"')
+    html = alice.get("/").text
+    token, client_id = csrf_from(html), COMPOSER_CLIENT_ID.search(html).group(1)
     before = worker_peak_rss_kb(alice.server)
     started = time.monotonic()
-    response = upload(alice, 1, bomb, "bomb.png")
+    response = upload(alice, 1, bomb, "bomb.png", token=token, client_id=client_id, page=False)
     elapsed = time.monotonic() - started
     assert_refused(response, 422, "too large: at most 40 megapixels")
     assert elapsed < 2.0
@@ -318,3 +321,51 @@ def test_the_file_name_never_reaches_the_file_system_or_the_page(people):
     page = bob.get("/").text
     assert escape not in page and "<script>alert" not in page
     assert not any(escape in frame for frame in b.frames)
+
+
+@pytest.mark.browser
+def test_attaching_an_image_in_the_browser(browser, people, tmp_path):
+    from playwright.sync_api import expect
+
+    alice, bob = people("alice", "bob")
+    b = bob.connect()
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(picture("PNG", size=(1000, 700)))
+    not_a_photo = tmp_path / "notes.png"
+    not_a_photo.write_bytes(b"these are my notes, not a picture")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(alice.server.url + "/login/")
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(alice.password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("log", name="Messages")).to_be_visible()
+
+        # Something that is not an image: a clear error in the page, nothing sent.
+        page.get_by_label("Attach image").set_input_files(not_a_photo)
+        page.get_by_role("button", name="Send image").click()
+        expect(page.get_by_role("alert")).to_contain_text("not an image")
+
+        # Hold the upload in flight to see the composer say that it is sending.
+        held = []
+        page.route("**/c/1/images", lambda route: held.append(route))
+        page.get_by_label("Attach image").set_input_files(photo)
+        page.get_by_label("Caption").fill("from the browser")
+        page.get_by_role("button", name="Send image").click()
+        expect(page.get_by_text("Sending…")).to_be_visible()
+        while not held:
+            page.wait_for_timeout(20)
+        held[0].continue_()
+
+        b.wait_for("from the browser")
+        link = page.get_by_role("link", name="Image from alice")
+        expect(link).to_be_visible()
+        expect(link.locator("img")).to_have_js_property("naturalWidth", 800)
+        expect(page.get_by_text("Sending…")).to_be_hidden()
+        # The acknowledgement: a fresh composer, the file and caption cleared, no error.
+        expect(page.get_by_label("Caption")).to_have_value("")
+        expect(page.get_by_label("Attach image")).to_have_value("")
+        expect(page.locator("#composer-error")).to_be_empty()
+    finally:
+        context.close()
