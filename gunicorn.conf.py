@@ -12,3 +12,57 @@ graceful_timeout = int(os.environ.get("CHATAPP_GRACEFUL_TIMEOUT", "5"))
 timeout = 60
 wsgi_app = "wsgi:app"
 accesslog = os.environ.get("CHATAPP_ACCESS_LOG") or None
+# gunicorn 24+ opens a control socket at one fixed path per user (~/.gunicorn/), so two
+# instances on a machine take it from each other. Nothing here uses it.
+control_socket_disable = True
+
+
+# -- shutdown: close sockets with 1012 at once -------------------------------------------
+# gunicorn's gevent worker, told to stop (SIGTERM, a SIGHUP reload, max requests, a lost
+# parent), stops accepting and then waits for open connections: every WebSocket would
+# hold it for graceful_timeout and then be cut without a close code. Instead, the moment
+# the worker stops being "alive", its sockets are closed with 1012 and htmx reconnects.
+
+
+def _app_of(worker):
+    """The Flask app a worker serves (wsgi.py's, even if wrapped in middleware)."""
+    import sys
+
+    app = getattr(worker, "wsgi", None)
+    if not hasattr(app, "extensions"):
+        app = getattr(sys.modules.get("wsgi"), "app", None)
+    return app
+
+
+def _close_sockets(worker) -> None:
+    app = _app_of(worker)
+    if app is None:
+        return
+    from chatapp.realtime import close_for_restart
+
+    closed = close_for_restart(app)
+    if closed:
+        worker.log.info("closed %d sockets with 1012 (pid %s)", closed, worker.pid)
+
+
+def post_worker_init(worker):
+    """Watch the worker's alive flag and close its sockets as soon as it drops."""
+    import threading  # patched by gevent by now: this is a greenlet
+    import time
+
+    def watch():
+        while worker.alive:
+            time.sleep(0.1)
+        _close_sockets(worker)
+
+    threading.Thread(target=watch, daemon=True, name="shutdown-watch").start()
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (quick shutdown): close sockets before the worker exits."""
+    _close_sockets(worker)
+
+
+def worker_exit(server, worker):
+    """Last chance on any exit path."""
+    _close_sockets(worker)

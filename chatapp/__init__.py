@@ -33,14 +33,29 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     os.makedirs(app.config["UPLOAD_DIR"], exist_ok=True)
+    if app.config.get("TRUSTED_PROXIES"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Behind a TLS proxy: the client's address (throttling, logs) and scheme come
+        # from the headers the proxy sets, for exactly that many hops.
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
     )
     # Rate-limit counters: per process in memory, or shared by every worker in Redis.
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
+    if app.config["RATELIMIT_STORAGE_URI"].startswith("redis"):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # Fail fast when Redis is down (the in-memory fallback takes over), no retries.
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            **app.config.get("RATELIMIT_STORAGE_OPTIONS", {}), "retry": Retry(NoBackoff(), 0)
+        }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from . import auth, chat, cli, realtime
+    from . import admin, assets, auth, chat, cli, realtime, uploads
     from .extensions import csrf, db, limiter, login_manager, migrate, sock
     from .database import configure_engine
 
@@ -61,8 +76,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(admin.bp)
     realtime.init_app(app)
+    uploads.init_app(app)
     cli.init_app(app)
+    assets.init_app(app)
 
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)

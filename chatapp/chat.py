@@ -33,6 +33,9 @@ def sidebar_context(user: User, current: Conversation | None) -> dict:
     """What the Conversations sidebar shows for a user: rooms, chats, people, badges."""
     room = Conversation.public_room()
     unread = unread_counts(user.id)
+    if current is not None:
+        # The conversation on screen is being read (its pointer may be saved a moment later).
+        unread.pop(current.id, None)
     chats = _private_chats(user)
     chatted = {peer.id for _, peer in chats}
     people = db.session.scalars(

@@ -50,11 +50,27 @@ def _database_url(instance_path: str) -> str:
 
 def from_environment(instance_path: str, root_path: str) -> dict:
     """Build the Flask config mapping from environment variables."""
+    from .database import engine_options
+
     origins = os.environ.get("CHATAPP_ALLOWED_ORIGINS", "")
+    database_url = _database_url(instance_path)
+    redis_prefix = os.environ.get("CHATAPP_REDIS_PREFIX", "chatapp:")
     return {
         "SECRET_KEY": _secret_key(instance_path),
-        "SQLALCHEMY_DATABASE_URI": _database_url(instance_path),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(
+            database_url, _int("CHATAPP_DB_POOL_SIZE", 10)
+        ),
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        # Proxies in front that set X-Forwarded-For/-Proto (0: trust no such header).
+        "TRUSTED_PROXIES": _int("CHATAPP_TRUSTED_PROXIES", 0),
+        # Every Redis key and channel of this deployment starts with this.
+        "REDIS_PREFIX": redis_prefix,
+        "RATELIMIT_KEY_PREFIX": redis_prefix + "limits",
+        # Redis down: count in memory for the while, rather than refuse every request.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
         "UPLOAD_DIR": os.environ.get("CHATAPP_UPLOAD_DIR")
         or str(Path(root_path).parent / "uploads"),
         "ALLOWED_ORIGINS": [o.strip().rstrip("/") for o in origins.split(",") if o.strip()],
@@ -76,4 +92,5 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
         "HISTORY_PAGE_SIZE": 50,
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,6 +25,8 @@ from .extensions import db
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PUBLIC_KEY = "public"
+# Messages by one author closer together than this are shown as one group.
+GROUP_GAP = timedelta(minutes=5)
 _hasher = PasswordHasher()
 
 
@@ -97,6 +99,25 @@ class User(UserMixin, db.Model):
         if len(parts) >= 2:
             return (parts[0][0] + parts[1][0]).upper()
         return self.username[:2].upper()
+
+    # -- administration (the caller commits, then publishes) ---------------------------
+
+    def deactivate(self) -> None:
+        """Refuse this user's logins and end every session they have."""
+        self.active = False
+        self.session_epoch += 1
+
+    def reactivate(self) -> None:
+        """Let this user log in again (their old sessions stay ended)."""
+        self.active = True
+
+    def promote(self) -> None:
+        """Make this user an administrator."""
+        self.is_admin = True
+
+    def demote(self) -> None:
+        """Take administration away from this user."""
+        self.is_admin = False
 
 
 class Conversation(db.Model):
@@ -214,6 +235,14 @@ class Image(db.Model):
     thumb_height: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    def shown_in(self) -> Conversation | None:
+        """The conversation whose (not deleted) message shows this image, if any."""
+        return db.session.scalar(
+            select(Conversation)
+            .join(Message, Message.conversation_id == Conversation.id)
+            .where(Message.image_id == self.id, Message.deleted_at.is_(None))
+        )
+
 
 class Message(db.Model):
     """Something a user said in a conversation."""
@@ -286,6 +315,39 @@ class Message(db.Model):
         db.session.commit()
         return message, True
 
+    def soft_delete(self) -> bool:
+        """Hide this message everywhere (moderation); False if it was already hidden."""
+        if self.deleted_at is not None:
+            return False
+        self.deleted_at = utcnow()
+        return True
+
+    def previous(self) -> Message | None:
+        """The message shown just before this one in its conversation, if any."""
+        return db.session.scalar(
+            select(Message)
+            .where(
+                Message.conversation_id == self.conversation_id,
+                Message.id < self.id,
+                Message.deleted_at.is_(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+    def continues(self, previous: Message | None) -> bool:
+        """Tell whether this message joins the previous one's group (same author, soon after)."""
+        return (
+            previous is not None
+            and previous.author_id == self.author_id
+            and not self.starts_day(previous)
+            and self.created_at - previous.created_at < GROUP_GAP
+        )
+
+    def starts_day(self, previous: Message | None) -> bool:
+        """Tell whether a day separator goes before this message."""
+        return previous is None or previous.created_at.date() != self.created_at.date()
+
 
 class AuditEntry(db.Model):
     """A record of an administrator's sensitive action."""
@@ -301,6 +363,17 @@ class AuditEntry(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+    target_user: Mapped[User | None] = relationship(foreign_keys=[target_user_id])
+    conversation: Mapped[Conversation | None] = relationship()
+
+    @classmethod
+    def record(cls, actor: User, action: str, *, conversation_id: int | None = None,
+               target_user_id: int | None = None, detail: str = "") -> AuditEntry:
+        """Add an entry to the audit log (committed with the caller's transaction)."""
+        entry = cls(actor_id=actor.id, action=action, conversation_id=conversation_id,
+                    target_user_id=target_user_id, detail=detail[:2000])
+        db.session.add(entry)
+        return entry
 
 
 def unread_counts(user_id: int) -> dict[int, int]:

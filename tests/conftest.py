@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,66 @@ def base_env(tmp_path: Path, database_url: str, **extra: str) -> dict:
     return env
 
 
+# Every test that touches the database runs once per engine named here (CI: both).
+# Locally, CHATAPP_TEST_DATABASES=sqlite runs the quick half.
+TEST_DATABASES = [
+    name.strip() for name in os.environ.get("CHATAPP_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if name.strip()
+]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CHATAPP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pytest_generate_tests(metafunc):
+    """Run each database-touching test on every engine of TEST_DATABASES.
+
+    `@pytest.mark.databases("postgresql")` narrows a test to the engines it is about.
+    """
+    if "database_url" not in metafunc.fixturenames:
+        return
+    definitions = getattr(metafunc, "_arg2fixturedefs", {}).get("database_url")
+    if definitions and definitions[-1].func.__module__ != __name__:
+        return  # a module brings its own database_url (e.g. a copied SQLite file)
+    names = TEST_DATABASES
+    marker = metafunc.definition.get_closest_marker("databases")
+    if marker is not None:
+        names = [n for n in marker.args if n in TEST_DATABASES] or list(marker.args[:1])
+    metafunc.parametrize("database_url", names, indirect=True)
+
+
+@contextmanager
+def postgres_database():
+    """A PostgreSQL database of its own (chatapp_test_<random>), dropped afterwards."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        need_service(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    name = f"chatapp_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        # FORCE: a server still closing must not keep the database alive.
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    """A fresh SQLite database file for this test."""
-    return f"sqlite:///{tmp_path / 'chatapp.sqlite3'}"
+def database_url(request, tmp_path):
+    """A fresh database for this test: an SQLite file, or a PostgreSQL database."""
+    engine = getattr(request, "param", "sqlite")
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'chatapp.sqlite3'}"
+    elif engine == "postgresql":
+        with postgres_database() as url:
+            yield url
+    else:
+        raise ValueError(f"unknown test database {engine!r}")
 
 
 @pytest.fixture
@@ -199,9 +256,10 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log()}")
             try:
-                with requests.get(self.url + "/login/", timeout=5):
+                # The master listens at once; the worker may take seconds to boot.
+                with requests.get(self.url + "/login/", timeout=(1, 15)):
                     return self
-            except requests.RequestException:
+            except requests.RequestException:  # busy machine: keep waiting
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
@@ -328,6 +386,8 @@ class Socket:
             self.ws.close()
         except Exception:  # noqa: BLE001
             pass
+        finally:
+            self.ws.shutdown()  # close() leaves the socket open once the peer has closed
 
 
 class Person:

@@ -85,6 +85,48 @@ def refresh_sidebar(user_id: int) -> None:
             current = db.session.get(Conversation, client.conversation_id)
             context = sidebar_context(user, current)
             rendered[client.conversation_id] = render_template(
-                "pushes/sidebar_changed.html", sidebar=context
+                "pushes/sidebar_changed.html", sidebar=context, title=client.title
             )
         client.push(rendered[client.conversation_id])
+
+
+def message_deleted(message) -> None:
+    """A moderator hid a message: every open page showing it removes it."""
+    publish(
+        {
+            "type": "message_deleted",
+            "conversation_id": message.conversation_id,
+            "message_id": message.id,
+        }
+    )
+
+
+def user_deactivated(user_id: int) -> None:
+    """An account was deactivated: every process closes that user's sockets."""
+    publish({"type": "user_deactivated", "user_id": user_id})
+
+
+def recount_unread(user_ids: list[int], conversation_id: int) -> dict[int, int]:
+    """Unread messages in one conversation for several users, in one query."""
+    from sqlalchemy import func, select
+
+    from ..models import Membership, Message, db
+
+    rows = db.session.execute(
+        select(Membership.user_id, func.count(Message.id))
+        .join(
+            Message,
+            (Message.conversation_id == Membership.conversation_id)
+            & (Message.id > Membership.last_read_id),
+        )
+        .where(
+            Membership.conversation_id == conversation_id,
+            Membership.user_id.in_(user_ids),
+            Message.author_id != Membership.user_id,
+            Message.deleted_at.is_(None),
+        )
+        .group_by(Membership.user_id)
+    )
+    counts = {user_id: count for user_id, count in rows}
+    db.session.rollback()  # the hub holds no transaction open
+    return counts

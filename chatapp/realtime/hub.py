@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
-from .client import Client
+from .client import POLICY_VIOLATION, Client
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Hub:
         self.users: dict[int, UserState] = {}
         self.on_read = None  # set by the read tracker: (user_id, conversation_id, message_id)
         self.on_private_activity = None  # set by realtime.events: refresh a member's sidebar
+        self.recount_unread = None  # set by realtime.events: (user_ids, conversation_id) -> counts
 
     # -- who is connected --------------------------------------------------------------
 
@@ -145,6 +146,31 @@ class Hub:
                 return
             state.unread[conversation_id] = 0
             self._push_badge(state, conversation_id)
+
+    def _on_message_deleted(self, event: dict) -> None:
+        # Moderation: whoever has the conversation open loses the message at once.
+        frame = render_template("pushes/message_deleted.html", message_id=event["message_id"])
+        conversation_id = event["conversation_id"]
+        with self._lock:
+            viewers = list(self.by_conversation.get(conversation_id, ()))
+            # Counts say how many, not which: whoever has unread here may have counted it.
+            counted = [u for u, s in self.users.items() if s.unread.get(conversation_id)]
+        for client in viewers:
+            client.push(frame)
+        if counted and self.recount_unread is not None:
+            fresh = self.recount_unread(counted, conversation_id)  # one query, rare event
+            with self._lock:
+                for user_id in counted:
+                    state = self.users.get(user_id)
+                    if state is not None and state.unread.get(conversation_id):
+                        state.unread[conversation_id] = fresh.get(user_id, 0)
+                        self._push_badge(state, conversation_id)
+
+    def _on_user_deactivated(self, event: dict) -> None:
+        # The account is closed: its sockets go now, not at the next reconnect (which
+        # the handshake then refuses, as the session epoch has moved on).
+        for client in self.clients_of(event["user_id"]):
+            client.close(POLICY_VIOLATION, "Account deactivated")
 
     @staticmethod
     def _push_badge(state: UserState, conversation_id: int) -> None:

@@ -11,6 +11,8 @@ from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from limits import parse as parse_limit
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
 
 from ..extensions import db, limiter, sock
 from ..models import Conversation, Message, User, unread_counts
@@ -97,9 +99,21 @@ def _check_body(body: str) -> str:
     return body
 
 
+# Counts messages while the shared store (Redis) is unreachable: per process, but a limit.
+_local_limiter: FixedWindowRateLimiter | None = None
+
+
 def _check_rate(user_id: int) -> None:
+    global _local_limiter
     item = parse_limit(current_app.config["MESSAGE_RATE"])
-    if not limiter.limiter.hit(item, "messages", str(user_id)):
+    try:
+        allowed = limiter.limiter.hit(item, "messages", str(user_id))
+    except Exception as exc:  # noqa: BLE001 - Redis down must not stop people talking
+        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
+        if _local_limiter is None:
+            _local_limiter = FixedWindowRateLimiter(MemoryStorage())
+        allowed = _local_limiter.hit(item, "messages", str(user_id))
+    if not allowed:
         raise Refusal("You are sending messages too fast. Wait a moment, then send again.")
 
 

@@ -1,0 +1,182 @@
+"""The admin console: every message, every user, moderation and the audit log."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+
+from .admin_search import MessageSearchForm, conversation_labels, like_anywhere, search_messages
+from .auth import safe_next
+from .models import AuditEntry, Conversation, Image, Message, User, db
+from .realtime import events
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+PAGE_SIZE = 50
+ACTION_LABELS = {
+    "open_private_chat": "Opened a private chat",
+    "read_private_messages": "Listed private messages",
+    "delete_message": "Deleted a message",
+    "deactivate": "Deactivated a user",
+    "reactivate": "Reactivated a user",
+    "promote": "Made a user an administrator",
+    "demote": "Took administration away",
+}
+
+
+@bp.before_request
+def admins_only():
+    """Every admin URL, GET or POST: anonymous users log in first, others get 403."""
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(403)
+
+
+def _page(query, limit: int = PAGE_SIZE) -> tuple[list, bool]:
+    """One page of rows and whether more follow."""
+    rows = db.session.scalars(query.limit(limit + 1)).unique().all()
+    return rows[:limit], len(rows) > limit
+
+
+def image_urls(image) -> tuple[str, str]:
+    """The console's thumbnail and full-size URLs of a message's image."""
+    return (url_for("admin.image", image_id=image.id, size="thumb"),
+            url_for("admin.image", image_id=image.id, size="full"))
+
+
+def render_messages(template: str, messages: list[Message], **context):
+    """A page holding a message table, with labels and image links for its rows."""
+    conversations = {m.conversation_id: m.conversation for m in messages}
+    return render_template(
+        template,
+        messages=messages,
+        labels=conversation_labels(conversations.values()),
+        image_urls=image_urls,
+        **context,
+    )
+
+
+def audit_private(messages: list[Message], detail: str) -> None:
+    """Log that private messages were shown to this admin (and which chats)."""
+    private = sorted({m.conversation_id for m in messages if not m.conversation.is_public})
+    if private:
+        chats = ", ".join(str(i) for i in private)
+        AuditEntry.record(current_user, "read_private_messages", detail=f"{detail}; chats {chats}")
+        db.session.commit()
+
+
+@bp.route("/")
+def messages():
+    """Every message, newest first, searchable by text, author, conversation and dates."""
+    form = MessageSearchForm(request.args)
+    if request.args and not form.validate():
+        return render_messages("admin/messages.html", [], form=form, more=False), 400
+    before = request.args.get("before", type=int)
+    found, more = _page(search_messages(form, before))
+    filters = form.filters()
+    audit_private(found, "search " + (" ".join(f"{k}={v}" for k, v in filters.items()) or "all"))
+    return render_messages("admin/messages.html", found, form=form, more=more,
+                           filters=filters, before=before)
+
+
+@bp.route("/conversations/<int:conversation_id>")
+def conversation(conversation_id: int):
+    """One conversation as an admin reads it; opening a private chat is audited."""
+    found_conversation = db.session.get(Conversation, conversation_id) or abort(404)
+    before = request.args.get("before", type=int)
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if before:
+        query = query.where(Message.id < before)
+    found, more = _page(query.order_by(Message.id.desc()))
+    if not found_conversation.is_public:
+        AuditEntry.record(current_user, "open_private_chat", conversation_id=conversation_id)
+        db.session.commit()
+    label = conversation_labels([found_conversation])[conversation_id]
+    return render_messages("admin/conversation.html", found, conversation=found_conversation,
+                           label=label, more=more, filters={}, before=before)
+
+
+@bp.route("/messages/<int:message_id>/delete", methods=["POST"])
+def delete_message(message_id: int):
+    """Hide a message everywhere; open pages lose it at once."""
+    message = db.session.get(Message, message_id) or abort(404)
+    if message.soft_delete():
+        AuditEntry.record(current_user, "delete_message", conversation_id=message.conversation_id,
+                          target_user_id=message.author_id, detail=f"message {message.id}")
+        db.session.commit()
+        events.message_deleted(message)  # after the commit: nobody hears of an unsaved change
+        flash(f"Deleted the message from {message.author.username}.")
+    else:
+        flash("That message was already deleted.")
+    return redirect(safe_next(request.form.get("next")) if request.form.get("next")
+                    else url_for("admin.messages"), 303)
+
+
+@bp.route("/images/<int:image_id>/<any(thumb, full):size>")
+def image(image_id: int, size: str):
+    """An image of any message, private or deleted, for the console (admins only)."""
+    from .uploads import send_image
+
+    found = db.session.get(Image, image_id) or abort(404)
+    return send_image(found, thumbnail=size == "thumb")
+
+
+@bp.route("/users")
+def users():
+    """Every account, searchable by name, with its role and status."""
+    q = (request.args.get("q") or "").strip()[:32]
+    page = max(request.args.get("page", 1, type=int), 1)
+    query = select(User).order_by(User.username_key)
+    if q:
+        query = query.where(User.username_key.like(like_anywhere(q.lower()), escape="\\"))
+    found, more = _page(query.offset((page - 1) * PAGE_SIZE))
+    return render_template("admin/users.html", users=found, q=q, page=page, more=more)
+
+
+USER_ACTIONS = {
+    "deactivate": User.deactivate,
+    "reactivate": User.reactivate,
+    "promote": User.promote,
+    "demote": User.demote,
+}
+
+
+@bp.route("/users/<int:user_id>/<action>", methods=["POST"])
+def user_action(user_id: int, action: str):
+    """Deactivate, reactivate, promote or demote an account."""
+    verb = USER_ACTIONS.get(action) or abort(404)
+    user = db.session.get(User, user_id) or abort(404)
+    back = safe_next(request.form.get("next")) if request.form.get("next") else url_for(
+        "admin.users")
+    if user.id == current_user.id and action in ("deactivate", "demote"):
+        flash("You cannot do that to your own account; ask another administrator.", "error")
+        return redirect(back, 303)
+    verb(user)
+    AuditEntry.record(current_user, action, target_user_id=user.id)
+    db.session.commit()
+    if action == "deactivate":
+        events.user_deactivated(user.id)  # after the commit, like every event
+    flash(f"{ACTION_LABELS[action]}: {user.username}.")
+    return redirect(back, 303)
+
+
+@bp.route("/audit")
+def audit():
+    """The audit log: what administrators did, newest first."""
+    page = max(request.args.get("page", 1, type=int), 1)
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).offset((page - 1) * PAGE_SIZE)
+    entries, more = _page(query)
+    conversations = [e.conversation for e in entries if e.conversation is not None]
+    return render_template("admin/audit.html", entries=entries, page=page, more=more,
+                           labels=conversation_labels(conversations), actions=ACTION_LABELS)

@@ -1,0 +1,159 @@
+"""Deciding what is an image and re-encoding it: Pillow decides, never the file name."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow identifies the file only among these; SVG, HTML, text and the rest never get a
+# chance to be parsed as anything.
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
+THUMB_SIDE = 800
+MAX_FRAMES = 100
+
+# Between MAX_IMAGE_PIXELS and twice that, Pillow only warns about a decompression bomb;
+# a warning would let the bomb through, so here it is an error like the one above it.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+class Refused(ValueError):
+    """An upload that is not an acceptable image; the message is shown to the sender."""
+
+
+NOT_AN_IMAGE = "That file is not an image. Attach a PNG, JPEG, GIF or WebP picture."
+DAMAGED = "That image is damaged or incomplete. Save it again and attach the new file."
+
+
+def too_many_pixels(limit: int) -> str:
+    return (
+        f"That image is too large: at most {limit / 1_000_000:g} megapixels. "
+        "Make it smaller and try again."
+    )
+
+
+@dataclass
+class Encoded:
+    """One re-encoded picture (the original or its thumbnail)."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+@dataclass
+class Processed:
+    """An accepted image: its format, the re-encoded original and its thumbnail."""
+
+    format: str
+    original: Encoded
+    thumb: Encoded | None  # None: the original is already small enough to be its own
+    frames: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+
+def set_pixel_limit(limit: int) -> None:
+    """Make Pillow's own bomb check (in Image.open, from the header) use our limit."""
+    Image.MAX_IMAGE_PIXELS = limit
+
+
+def process(stream, max_pixels: int) -> Processed:
+    """Open, fully decode and re-encode an upload, or raise Refused saying why."""
+    try:
+        with Image.open(stream, formats=FORMATS) as im:
+            fmt = im.format
+            width, height = im.size
+            # Checked from the header, before a single pixel is decoded.
+            if width * height > max_pixels or width < 1 or height < 1:
+                raise Refused(too_many_pixels(max_pixels))
+            frames, durations = _decode_frames(im, max_pixels)
+            loop = im.info.get("loop", 0)
+            icc = im.info.get("icc_profile")
+    except Refused:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Refused(too_many_pixels(max_pixels))
+    except UnidentifiedImageError:
+        raise Refused(NOT_AN_IMAGE)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError):
+        # Pillow signals truncated and corrupt data with a variety of exceptions.
+        raise Refused(DAMAGED)
+    if len(frames) == 1:
+        frames[0] = ImageOps.exif_transpose(frames[0])
+    original = _encode(fmt, frames, durations, loop, icc)
+    thumb = None
+    if max(frames[0].size) > THUMB_SIDE:
+        small = [_thumbnail(f) for f in frames]
+        thumb = _encode(fmt, small, durations, loop, icc)
+    return Processed(format=fmt, original=original, thumb=thumb, frames=len(frames))
+
+
+def _decode_frames(im: Image.Image, max_pixels: int) -> tuple[list[Image.Image], list[int]]:
+    """Every frame fully decoded, up to a frame limit that also bounds memory."""
+    width, height = im.size
+    # Frames beyond the limit are dropped: at most MAX_FRAMES, and never more decoded
+    # pixels in total than one image of the largest allowed size.
+    limit = max(1, min(MAX_FRAMES, max_pixels // (width * height)))
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    for index in range(limit):
+        if index:
+            try:
+                im.seek(index)
+            except EOFError:
+                break
+        im.load()
+        frame = im.copy()
+        # Nothing from the file's metadata travels on: not EXIF, GPS, comments or XMP.
+        keep = {k: im.info[k] for k in ("transparency",) if k in im.info}
+        if len(frames) == 0 and "exif" in im.info:
+            keep["exif"] = im.info["exif"]  # read by exif_transpose, then dropped below
+        frame.info = keep
+        frames.append(frame)
+        durations.append(int(im.info.get("duration") or 100))
+    return frames, durations
+
+
+def _thumbnail(frame: Image.Image) -> Image.Image:
+    """A copy at most THUMB_SIDE pixels on its long side, smoothly resampled."""
+    if frame.mode in ("1", "P"):
+        frame = frame.convert("RGBA" if frame.has_transparency_data else "RGB")
+    small = frame.copy()
+    small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+    return small
+
+
+def _encode(fmt: str, frames: list[Image.Image], durations: list[int], loop: int, icc) -> Encoded:
+    """Write the frames anew in their own format; only pixels (and colour profile) survive."""
+    first = frames[0]
+    options: dict = {}
+    if icc:
+        options["icc_profile"] = icc
+    if fmt == "JPEG":
+        frames = [f if f.mode in ("L", "RGB") else f.convert("RGB") for f in frames]
+        options.update(quality=88)
+    elif fmt == "WEBP":
+        options.update(quality=85)
+    elif fmt == "GIF":
+        options.pop("icc_profile", None)
+    for f in frames:
+        f.info = {k: v for k, v in f.info.items() if k == "transparency"}
+    if len(frames) > 1:
+        options.update(save_all=True, append_images=frames[1:], duration=durations, loop=loop)
+        if fmt == "GIF":
+            # Each frame is complete (Pillow composites on reading): clear between frames.
+            options["disposal"] = 2
+    out = io.BytesIO()
+    frames[0].save(out, format=fmt, **options)
+    return Encoded(data=out.getvalue(), width=first.width, height=first.height)
