@@ -96,7 +96,9 @@ class Bench:
 
     def __init__(self, args):
         self.args = args
-        self.profile = PROFILES["full" if args.full else args.profile]
+        self.profile = dict(PROFILES["full" if args.full else args.profile])
+        if args.ramp:
+            self.profile["ramp"] = args.ramp
         self.tmp = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
         self.results: list[dict] = []
         self.started = time.time()
@@ -476,6 +478,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=ALL_SYSTEMS, choices=ALL_SYSTEMS)
     parser.add_argument("--workloads", nargs="+", default=ALL_WORKLOADS, choices=ALL_WORKLOADS)
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
+    parser.add_argument("--ramp", nargs="+", type=int, help="socket counts for the ramp")
     parser.add_argument("--keep", action="store_true", help="keep server logs and databases")
     parser.add_argument("--label", default="", help="name of this run's result files")
     args = parser.parse_args()
