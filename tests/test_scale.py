@@ -448,7 +448,7 @@ def test_postgres_queries_yield_to_other_greenlets(tmp_path, database_url, order
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    # Four 0.4 s queries at once: together, not one after another (1.6 s), and the
-    # ticker greenlet kept running meanwhile.
-    assert figures["elapsed"] < 1.0, figures
+    # Four 0.4 s queries at once: together (0.4 s plus connecting), not one after
+    # another (1.6 s and more), and the ticker greenlet kept running meanwhile.
+    assert figures["elapsed"] < 1.3, figures
     assert figures["gap"] < 0.2, figures
