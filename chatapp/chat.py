@@ -29,10 +29,16 @@ def member_conversation_or_404(conversation_id: int) -> Conversation:
     return conversation
 
 
-def sidebar_context(user: User, current: Conversation | None) -> dict:
-    """What the Conversations sidebar shows for a user: rooms, chats, people, badges."""
+def sidebar_context(
+    user: User, current: Conversation | None, unread: dict[int, int] | None = None
+) -> dict:
+    """What the Conversations sidebar shows for a user: rooms, chats, people, badges.
+
+    `unread` is this process's live count for a connected user; without it the counts
+    are read from the database.
+    """
     room = Conversation.public_room()
-    unread = unread_counts(user.id)
+    unread = dict(unread) if unread is not None else unread_counts(user.id)
     if current is not None:
         # The conversation on screen is being read (its pointer may be saved a moment later).
         unread.pop(current.id, None)

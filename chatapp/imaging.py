@@ -77,9 +77,16 @@ def process(stream, max_pixels: int) -> Processed:
             # Checked from the header, before a single pixel is decoded.
             if width * height > max_pixels or width < 1 or height < 1:
                 raise Refused(too_many_pixels(max_pixels))
-            frames, durations = _decode_frames(im, max_pixels)
             loop = im.info.get("loop", 0)
             icc = im.info.get("icc_profile")
+            frames, durations = _decode_frames(im, max_pixels)
+            if len(frames) == 1:
+                ImageOps.exif_transpose(frames[0], in_place=True)
+            original = _encode(fmt, frames, durations, loop, icc)
+            thumb = None
+            if max(frames[0].size) > THUMB_SIDE:
+                thumb = _encode(fmt, [_thumbnail(f) for f in frames], durations, loop, icc)
+            return Processed(format=fmt, original=original, thumb=thumb, frames=len(frames))
     except Refused:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -89,18 +96,16 @@ def process(stream, max_pixels: int) -> Processed:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError):
         # Pillow signals truncated and corrupt data with a variety of exceptions.
         raise Refused(DAMAGED)
-    if len(frames) == 1:
-        frames[0] = ImageOps.exif_transpose(frames[0])
-    original = _encode(fmt, frames, durations, loop, icc)
-    thumb = None
-    if max(frames[0].size) > THUMB_SIDE:
-        small = [_thumbnail(f) for f in frames]
-        thumb = _encode(fmt, small, durations, loop, icc)
-    return Processed(format=fmt, original=original, thumb=thumb, frames=len(frames))
 
 
 def _decode_frames(im: Image.Image, max_pixels: int) -> tuple[list[Image.Image], list[int]]:
     """Every frame fully decoded, up to a frame limit that also bounds memory."""
+    if not getattr(im, "is_animated", False):
+        # A still image is decoded in place: no copy of what may be 40 megapixels.
+        im.load()
+        duration = int(im.info.get("duration") or 100)
+        im.info = _kept_info(im.info, first=True)
+        return [im], [duration]
     width, height = im.size
     # Frames beyond the limit are dropped: at most MAX_FRAMES, and never more decoded
     # pixels in total than one image of the largest allowed size.
@@ -114,15 +119,19 @@ def _decode_frames(im: Image.Image, max_pixels: int) -> tuple[list[Image.Image],
             except EOFError:
                 break
         im.load()
-        frame = im.copy()
-        # Nothing from the file's metadata travels on: not EXIF, GPS, comments or XMP.
-        keep = {k: im.info[k] for k in ("transparency",) if k in im.info}
-        if len(frames) == 0 and "exif" in im.info:
-            keep["exif"] = im.info["exif"]  # read by exif_transpose, then dropped below
-        frame.info = keep
+        frame = im.copy()  # seeking reuses im for the next frame
+        frame.info = _kept_info(im.info, first=not frames)
         frames.append(frame)
         durations.append(int(im.info.get("duration") or 100))
     return frames, durations
+
+
+def _kept_info(info: dict, first: bool) -> dict:
+    """Nothing from the file's metadata travels on: not EXIF, GPS, comments or XMP."""
+    keep = {k: info[k] for k in ("transparency",) if k in info}
+    if first and "exif" in info:
+        keep["exif"] = info["exif"]  # read by exif_transpose for the orientation, then dropped
+    return keep
 
 
 def _thumbnail(frame: Image.Image) -> Image.Image:
@@ -145,6 +154,9 @@ def _encode(fmt: str, frames: list[Image.Image], durations: list[int], loop: int
         options.update(quality=88)
     elif fmt == "WEBP":
         options.update(quality=85)
+    elif fmt == "PNG":
+        # Level 3 compresses photos nearly as well as the default 6 in a fraction of the time.
+        options.update(compress_level=3)
     elif fmt == "GIF":
         options.pop("icc_profile", None)
     for f in frames:

@@ -204,13 +204,21 @@ class Membership(db.Model):
 
     @staticmethod
     def advance(pointers: dict[tuple[int, int], int]) -> None:
-        """Move many read pointers forward in one transaction ({(user, conv): id})."""
+        """Move many read pointers forward in one transaction ({(user, conv): id}).
+
+        Everyone viewing a busy room has read the same newest message, so pointers are
+        grouped by (conversation, message) and each group is one UPDATE: the statement
+        count follows the number of conversations, not the number of readers.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
         for (user_id, conversation_id), message_id in pointers.items():
+            groups.setdefault((conversation_id, message_id), []).append(user_id)
+        for (conversation_id, message_id), user_ids in groups.items():
             db.session.execute(
                 update(Membership)
                 .where(
-                    Membership.user_id == user_id,
                     Membership.conversation_id == conversation_id,
+                    Membership.user_id.in_(user_ids),
                     Membership.last_read_id < message_id,
                 )
                 .values(last_read_id=message_id)

@@ -52,6 +52,8 @@ def base_env(tmp_path: Path, database_url: str, **extra: str) -> dict:
         CHATAPP_INSTANCE_PATH=str(tmp_path / "instance"),
         CHATAPP_UPLOAD_DIR=str(tmp_path / "uploads"),
         CHATAPP_PING_INTERVAL="5",
+        # Tests register many people from one address.
+        CHATAPP_REGISTER_RATE="1000/hour",
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -194,43 +196,78 @@ def auth(client):
 # -- a real server ------------------------------------------------------------------------
 
 
+def migrate_database(env: dict) -> None:
+    """Run `flask db upgrade` against the database named in env."""
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "chatapp", "db", "upgrade"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )
+
+
+_template: dict[str, Path] = {}
+
+
+def _migrated_sqlite_template() -> Path:
+    """An SQLite file migrated to the newest schema, made once per test session."""
+    if "path" not in _template:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="chatapp-template-"))
+        path = folder / "template.sqlite3"
+        migrate_database(base_env(folder, f"sqlite:///{path}"))
+        _template["path"] = path
+    return _template["path"]
+
+
 class LiveServer:
     """chatapp under gunicorn's gevent worker, as in production, on a free port."""
 
-    def __init__(self, tmp_path: Path, database_url: str, **env: str):
+    def __init__(self, tmp_path: Path, database_url: str, dev: bool = False, **env: str):
         self.tmp_path = tmp_path
+        self.dev = dev  # `flask run` (threads) instead of gunicorn's gevent worker
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = base_env(tmp_path, database_url, **env)
         self.process: subprocess.Popen | None = None
         self.log_path = tmp_path / f"server-{self.port}.log"
+        self.people: list[Person] = []  # closed when the server stops
 
     def migrate(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "chatapp", "db", "upgrade"],
-            cwd=ROOT, env=self.env, check=True, capture_output=True,
-        )
+        url = self.env["DATABASE_URL"]
+        if url.startswith("sqlite:///"):
+            # Migrate one SQLite file per test session and copy it: same schema, less time.
+            target = Path(url.removeprefix("sqlite:///"))
+            if not target.exists():
+                shutil.copyfile(_migrated_sqlite_template(), target)
+            return
+        migrate_database(self.env)
 
     def start(self) -> LiveServer:
         with open(self.log_path, "ab") as log:
+            if self.dev:
+                command = ["-m", "flask", "--app", "chatapp", "run", "--port", str(self.port)]
+            else:
+                command = ["-m", "gunicorn", "-c", "gunicorn.conf.py",
+                           "--bind", f"127.0.0.1:{self.port}"]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                 "--bind", f"127.0.0.1:{self.port}"],
+                [sys.executable, *command],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log()}")
             try:
                 # The master listens at once; the worker may take seconds to boot.
-                requests.get(self.url + "/login/", timeout=(1, 15))
-                return self
-            except (requests.ConnectionError, requests.Timeout):  # busy machine: keep waiting
+                with requests.get(self.url + "/login/", timeout=(1, 15)):
+                    return self
+            except requests.RequestException:  # busy machine: keep waiting
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start:\n{self.log()}")
 
     def stop(self, sig: int | None = None) -> None:
+        for person in self.people:
+            person.close()
         if self.process and self.process.poll() is None:
             if sig is None:
                 self.process.terminate()
@@ -251,8 +288,8 @@ def server_factory(tmp_path, database_url):
     """Start servers (stopped at the end), optionally with extra environment."""
     servers: list[LiveServer] = []
 
-    def start(migrate=True, url=None, **env) -> LiveServer:
-        server = LiveServer(tmp_path, url or database_url, **env)
+    def start(migrate=True, url=None, dev=False, **env) -> LiveServer:
+        server = LiveServer(tmp_path, url or database_url, dev=dev, **env)
         if migrate:
             server.migrate()
         servers.append(server)
@@ -331,6 +368,21 @@ class Socket:
             ids.extend(int(i) for i in MESSAGE_ID.findall(frame))
         return ids
 
+    def close_code(self, timeout: float = 10.0) -> int | None:
+        """Read until the server's close frame arrives; return its status code."""
+        self.ws.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                opcode, data = self.ws.recv_data(control_frame=True)
+            except websocket.WebSocketConnectionClosedException:
+                return None
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                self.frames.append(data.decode())
+        raise AssertionError("the server did not close the socket")
+
     def close(self) -> None:
         try:
             self.ws.close()
@@ -349,6 +401,7 @@ class Person:
         self.password = password
         self.http = requests.Session()
         self.sockets: list[Socket] = []
+        server.people.append(self)
 
     def register(self) -> Person:
         token = csrf_from(self.http.get(self.server.url + "/register/").text)
@@ -392,6 +445,7 @@ class Person:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
+        self.http.close()
 
 
 @pytest.fixture

@@ -79,11 +79,15 @@ def refresh_sidebar(user_id: int) -> None:
     user = db.session.get(User, user_id)
     if user is None:
         return
+    # The hub's in-memory counts are newer than the database: read pointers of what
+    # is on screen are saved in batches a moment later.
+    state = realtime.hub.users.get(user_id)
+    unread = {c: n for c, n in state.unread.items() if n} if state else None
     rendered: dict[int, str] = {}
     for client in clients:
         if client.conversation_id not in rendered:
             current = db.session.get(Conversation, client.conversation_id)
-            context = sidebar_context(user, current)
+            context = sidebar_context(user, current, unread)
             rendered[client.conversation_id] = render_template(
                 "pushes/sidebar_changed.html", sidebar=context, title=client.title
             )

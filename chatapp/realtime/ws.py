@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 from flask import Blueprint, abort, current_app, render_template, request
@@ -197,6 +198,9 @@ def socket(ws, conversation_id: int):
                 handle_frame(client, conversation, user, raw)
             finally:
                 db.session.rollback()
+            # Let the writers run before the next frame: a burst from one sender must not
+            # starve every socket's writer of the CPU (a no-op switch outside gevent).
+            time.sleep(0)
     finally:
         realtime.hub.detach(client)
         client.close(1000, "")

@@ -1,0 +1,186 @@
+"""Private chats, unread badges and finding people."""
+
+import re
+import threading
+import time
+
+import pytest
+from sqlalchemy import event
+from werkzeug.serving import make_server
+
+from conftest import Person, free_port
+
+
+def open_chat(person: Person, peer: str) -> int:
+    """Open the private chat with a peer as a person would (/dm/<name>); return its id."""
+    response = person.get(f"/dm/{peer}")
+    assert response.status_code == 200
+    match = re.search(r"/c/(\d+)$", response.url)
+    assert match, response.url
+    return int(match.group(1))
+
+
+def badge(frames_or_page: str, count: int) -> bool:
+    return f'aria-label="{count} unread"' in frames_or_page
+
+
+def test_a_private_chat_reaches_its_two_members_and_nobody_else(server, people):
+    alice, bob, carol = people("alice", "bob", "carol")
+    chat = open_chat(alice, "bob")
+    a = alice.connect(chat)
+    b_room = bob.connect()
+    c_room = carol.connect()
+    a.say("just between us")
+    a.wait_for("just between us")
+    # Bob is in the public room: the chat appears in his sidebar with a badge.
+    frame = b_room.wait_for(lambda f: badge(f, 1))
+    assert f"/c/{chat}" in frame and "just between us" not in frame
+    # Bob opens it: the message is there, and new ones arrive live.
+    b = bob.connect(chat)
+    assert "just between us" in b.frames[-1]
+    a.say("second")
+    b.wait_for("second")
+    # Carol received nothing of it and cannot reach it in any way.
+    c_room.drain(0.7)
+    assert not any("just between us" in f or f"/c/{chat}" in f for f in c_room.frames)
+    assert carol.get(f"/c/{chat}").status_code == 404
+    assert carol.get(f"/c/{chat}/messages?before=1000").status_code == 404
+    assert carol.get("/c/999").status_code == 404  # the same answer as for no such chat
+    with pytest.raises(Exception, match="404"):
+        carol.connect(chat)
+    assert "just between us" not in carol.get("/").text
+
+
+def test_badges_survive_reloads_and_tabs_and_clear_everywhere(server, people):
+    alice, bob = people("alice", "bob")
+    chat = open_chat(alice, "bob")
+    a = alice.connect(chat)
+    tab1 = bob.connect()
+    a.say("one")
+    a.say("two")
+    tab1.wait_for(lambda f: badge(f, 2))
+    assert "<title>(2) " in tab1.frames[-1] or any("<title>(2) " in f for f in tab1.frames)
+    page = bob.get("/").text  # a reload
+    assert badge(page, 2) and "<title>(2) Public room" in page
+    tab2 = bob.connect()  # a second tab
+    assert badge(tab2.frames[-1], 2)
+    # Opening the chat clears its badge in both tabs, and the title count with it.
+    bob.get(f"/c/{chat}")
+    for tab in (tab1, tab2):
+        frame = tab.wait_for(f'id="badge-{chat}"')
+        assert "unread" not in frame.split(f'id="badge-{chat}"')[1].split("</span>")[0]
+        assert "<title>Public room" in frame
+    assert not badge(bob.get("/").text, 2)
+
+
+def test_the_public_room_has_a_badge(server, people):
+    alice, bob = people("alice", "bob")
+    chat = open_chat(bob, "alice")
+    b = bob.connect(chat)  # Bob is reading his private chat
+    a = alice.connect()
+    a.say("news for the room")
+    frame = b.wait_for(lambda f: badge(f, 1))
+    assert 'id="badge-1"' in frame and "<title>(1) alice" in frame
+    assert "news for the room" not in frame
+    # A message in the conversation on screen is read at once: no badge for it.
+    a2 = alice.connect(chat)
+    a2.say("hello bob")
+    b.wait_for("hello bob")
+    time.sleep(1.5)  # read pointers are saved in batches
+    page = bob.get("/").text
+    assert f'id="badge-{chat}" class="badge-slot"></span>' in page
+
+
+def test_private_chats_are_listed_by_latest_activity(server, people):
+    alice, bob, carol = people("alice", "bob", "carol")
+    with_bob, with_carol = open_chat(alice, "bob"), open_chat(alice, "carol")
+    alice.connect(with_bob).say("to bob")
+    time.sleep(0.05)
+    alice.connect(with_carol).say("to carol")
+    time.sleep(0.3)
+    nav = alice.get("/").text.split('aria-label="Conversations"')[1]
+    assert nav.index(f"/c/{with_carol}") < nav.index(f"/c/{with_bob}")
+
+
+def test_find_people(server, people):
+    alice, *_ = people("alice", "carol", "caroline", "dave")
+    found = alice.get("/people?q=car").text
+    assert "carol" in found and "caroline" in found and "dave" not in found
+    assert "Nobody" in alice.get("/people?q=zed").text
+    assert "carol" not in alice.get("/people?q=%25").text  # wildcards are literal
+    assert "carol" not in alice.get("/people?q=_a").text
+    assert "alice" not in alice.get("/people?q=ali").text  # not yourself
+
+
+def test_the_sidebar_is_capped_on_a_large_install(app, client, auth):
+    from chatapp.models import User, db
+
+    with app.app_context():
+        for i in range(60):
+            db.session.add(User(username=f"user{i:03}", username_key=f"user{i:03}",
+                                password_hash="x"))
+        db.session.commit()
+    auth.register("alice")
+    page = client.get("/").get_data(as_text=True)
+    assert page.count('href="/dm/user') <= 20
+    assert 'href="/dm/user059"' not in page
+    assert "user059" in client.get("/people?q=user05").get_data(as_text=True)
+
+
+# -- cost of fan-out ------------------------------------------------------------------------
+
+
+class ThreadedServer:
+    """The app in this process under Werkzeug's threaded server, to count its statements."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.people: list[Person] = []
+        self.httpd = make_server("127.0.0.1", self.port, app, threaded=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        for person in self.people:
+            person.close()
+        self.httpd.shutdown()
+
+
+def statements_for_one_message(app, listeners: int) -> int:
+    """Database statements issued while one public message reaches `listeners` sockets."""
+    from chatapp.extensions import db
+
+    server = ThreadedServer(app)
+    try:
+        sender = Person(server, f"sender{listeners}").register()
+        out = sender.connect()
+        socks = [Person(server, f"l{listeners}-{i:03}").register().connect()
+                 for i in range(listeners)]
+        time.sleep(1.5)  # let connect-time bookkeeping settle
+        count = [0]
+        with app.app_context():
+            engine = db.engine
+
+        def counter(*_):
+            count[0] += 1
+
+        event.listen(engine, "before_cursor_execute", counter)
+        try:
+            out.say("to everyone")
+            for sock in socks:
+                sock.wait_for("to everyone")
+            time.sleep(1.5)  # include the batched read-pointer write
+        finally:
+            event.remove(engine, "before_cursor_execute", counter)
+        return count[0]
+    finally:
+        server.stop()
+
+
+def test_fan_out_cost_does_not_grow_with_recipients(app, tmp_path):
+    few = statements_for_one_message(app, 3)
+    many = statements_for_one_message(app, 30)
+    assert few > 0
+    print(f"statements for one public message: {few} with 3 listeners, {many} with 30")
+    assert many <= few, (few, many)
