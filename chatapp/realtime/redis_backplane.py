@@ -91,15 +91,21 @@ class RedisBackplane:
     # -- receiving -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the subscriber once per process (on the first request or event)."""
+        """Start the subscriber once per process (on the first request or event).
+
+        The first request waits (briefly) until the subscription is live, so a page
+        never takes its snapshot in a worker that is not yet listening.
+        """
         if self._thread is not None:
             return
         with self._start_lock:
-            if self._thread is None:
-                # A real thread, or a greenlet when gevent has patched threading.
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="redis-subscriber")
-                self._thread.start()
+            if self._thread is not None:
+                return
+            # A real thread, or a greenlet when gevent has patched threading.
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="redis-subscriber")
+            self._thread.start()
+        self.subscribed.wait(2.0)
 
     def stop(self) -> None:
         """Stop the subscriber (process shutdown)."""
@@ -142,8 +148,10 @@ class RedisBackplane:
         """(Re)subscribed: pages here may have missed events while we were not listening."""
         self.subscribed_at = time.time()
         self.subscribed.set()
-        if not first:
-            log.info("Redis subscription restored; asking pages here to reconnect")
+        # Sockets attached before this moment may have missed events (a lost
+        # subscription, or Redis down when the worker started): they reconnect.
+        if not first or self.hub.clients():
+            log.info("Redis subscription live again; asking pages here to reconnect")
             self._resync_local()
         if self._failed_since is not None:
             self._announce_resync()
