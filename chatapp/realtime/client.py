@@ -1,39 +1,135 @@
-"""One connected socket: a bounded queue and the only greenlet that writes to it."""
+"""One connected socket: frames encoded once for every viewer, written without waiting.
+
+What a socket costs decides how many one worker holds, so each costs as little as we can:
+
+- Its handler greenlet is also its reader (simple-websocket's own reader thread is
+  replaced by InlineReader), and no writer greenlet exists while the peer keeps up: a
+  push writes straight to the kernel's buffer without blocking. Only when that buffer is
+  full does a writer start, draining a bounded backlog and ending when it is empty.
+- A pushed Frame carries its wire bytes, built once per frame for all its recipients.
+- permessage-deflate, which simple-websocket accepts whenever a browser offers it: each
+  frame is compressed once, with a fresh compressor (no context taken over between
+  messages), so no socket keeps a compressor (about 256 KB of zlib state each), and a
+  frame compressed once is valid on every socket that negotiated the extension. The
+  browser's decoder may keep its window; it only ever finds data it does not need.
+"""
 
 from __future__ import annotations
 
 import logging
-import queue
 import select
+import socket
 import threading
 import time
+import zlib
 
-from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.events import CloseConnection, Message, Ping, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 log = logging.getLogger(__name__)
 
 # Close codes (RFC 6455 and the IANA registry).
+NORMAL = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
 
+# Frames shorter than this go out uncompressed: deflate would save next to nothing.
+COMPRESS_MIN_BYTES = 128
 
-class _Close:
-    """A queue item telling the writer to close the socket."""
+try:  # gevent sockets take a per-call timeout; 0.0 means "never wait"
+    from gevent.socket import socket as _gevent_socket
+except ImportError:  # pragma: no cover - gevent is a dependency
+    _gevent_socket = ()
 
-    def __init__(self, code: int, reason: str):
-        self.code, self.reason = code, reason
+
+def _header(opcode_byte: int, size: int) -> bytes:
+    """The header of an unmasked (server-to-client) frame."""
+    if size < 126:
+        return bytes((opcode_byte, size))
+    if size < 65536:
+        return bytes((opcode_byte, 126)) + size.to_bytes(2, "big")
+    return bytes((opcode_byte, 127)) + size.to_bytes(8, "big")
+
+
+class Frame:
+    """One text message for any number of sockets, with its wire bytes built once.
+
+    wire(0) is the plain frame; wire(bits) the frame deflated with that window size, for
+    sockets that negotiated permessage-deflate. Each form is built on first use and then
+    shared, so fan-out to a thousand sockets encodes (and compresses) once.
+    """
+
+    __slots__ = ("text", "_wire")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._wire: dict[int, bytes] = {}
+
+    def wire(self, window_bits: int) -> bytes:
+        data = self._wire.get(window_bits)
+        if data is None:
+            payload = self.text.encode()
+            opcode = 0x81  # FIN + text
+            if window_bits and len(payload) >= COMPRESS_MIN_BYTES:
+                deflate = zlib.compressobj(6, zlib.DEFLATED, -window_bits, 8)
+                packed = deflate.compress(payload) + deflate.flush(zlib.Z_SYNC_FLUSH)
+                packed = packed[:-4]  # RFC 7692: drop the empty block's 00 00 ff ff
+                if len(packed) < len(payload):
+                    payload, opcode = packed, 0xC1  # FIN + RSV1 (compressed) + text
+            data = self._wire[window_bits] = _header(opcode, len(payload)) + payload
+        return data
+
+
+PING = _header(0x89, 0)
+
+
+class InlineReader:
+    """Stands in for simple-websocket's reader thread, which is never started.
+
+    The route's handler reads the socket itself (Client.messages()), so a socket costs one
+    greenlet, not two. Configured through SOCK_SERVER_OPTIONS["thread_class"].
+    """
+
+    name = "inline-reader"
+
+    def __init__(self, target=None, **kwargs):
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout=None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def negotiated_window_bits(ws) -> int:
+    """The deflate window this socket's frames may use; 0 without permessage-deflate."""
+    try:
+        extensions = ws.ws.connection._proto.extensions
+    except AttributeError:
+        return 0
+    for extension in extensions:
+        if isinstance(extension, PerMessageDeflate) and extension.enabled():
+            return int(extension.server_max_window_bits)
+    return 0
 
 
 class Client:
     """A socket of one user, viewing one conversation.
 
-    simple-websocket is not safe for concurrent sends, and its own send() may write
-    a frame partially on a slow socket. So everything for this socket goes through a
-    bounded queue that one writer drains with complete writes. Publishers never
-    block: a full queue means the client is not keeping up, and it is closed with
-    1013 (try again later); htmx reconnects and the connect snapshot catches it up.
+    simple-websocket is not safe for concurrent sends, and its own send() may write a frame
+    partially on a slow socket; so every byte for this socket goes through push(). A push
+    writes at once if nothing is waiting and the kernel takes the whole frame; otherwise
+    the rest joins a bounded backlog that one writer drains with complete writes.
+    Publishers never block: a full backlog means the client is not keeping up, and it is
+    closed with 1013 (try again later); htmx reconnects and the connect snapshot catches
+    it up.
     """
 
     def __init__(self, ws, user_id: int, conversation_id: int, *, queue_size: int,
@@ -42,82 +138,188 @@ class Client:
         self.title = title  # the page's name, for the "(N) ..." document title
         self.user_id = user_id
         self.conversation_id = conversation_id
+        self.queue_size = queue_size
         self.send_timeout = send_timeout
         self.ping_interval = ping_interval
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.closing = False
+        self.window_bits = negotiated_window_bits(ws)
         # Messages already in the connect snapshot; their events are not sent again.
         self.skip_ids: set[int] = set()
-        self._writer = threading.Thread(target=self._write_loop, daemon=True,
-                                        name=f"ws-writer-{user_id}")
+        self._backlog: list = []  # bytes or memoryviews waiting for the writer, oldest first
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the writer."""
-        self._writer.start()
+        """Kept for callers of the earlier API: there is nothing to start."""
 
-    def push(self, text: str) -> None:
-        """Queue a frame without blocking; close the socket with 1013 if the queue is full."""
+    # -- writing -----------------------------------------------------------------------------
+
+    def push(self, frame: Frame | str) -> None:
+        """Send a frame without blocking; close the socket with 1013 if its backlog is full."""
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(text)
-        except queue.Full:
+        if not isinstance(frame, Frame):
+            frame = Frame(frame)
+        self._send(frame.wire(self.window_bits))
+
+    def _send(self, data: bytes, last: bool = False) -> None:
+        """Write now if nothing is waiting, else queue; last: end the socket after data."""
+        start_writer = overflow = False
+        with self._lock:
+            if self.closing and not last:
+                return
+            if self._writer is not None:
+                if last or len(self._backlog) < self.queue_size:
+                    self._backlog.append(data)
+                else:
+                    overflow = True
+            else:
+                try:
+                    sent = self._send_nowait(data)
+                except OSError as exc:
+                    self._lost(exc)
+                    return
+                if sent < len(data):
+                    self._backlog.append(memoryview(data)[sent:])
+                    self._writer = start_writer = True
+                elif last:
+                    self._shutdown()
+        if start_writer:
+            self._writer = threading.Thread(target=self._drain, daemon=True,
+                                            name=f"ws-writer-{self.user_id}")
+            self._writer.start()
+        if overflow:
             log.warning("socket of user %s overflowed its queue; closing with 1013", self.user_id)
             self.close(TRY_AGAIN_LATER, "Too slow; reconnect to catch up")
 
+    def _send_nowait(self, data) -> int:
+        """Write what the kernel takes right now; the number of bytes written."""
+        sock = self.ws.sock
+        try:
+            if isinstance(sock, _gevent_socket):
+                return sock.send(data, 0, timeout=0.0)
+            return sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+
+    def _drain(self) -> None:
+        """Write the backlog out, each item whole; end when it is empty (or the socket is)."""
+        try:
+            while True:
+                with self._lock:
+                    if not self._backlog:
+                        self._writer = None
+                        if self.closing:
+                            self._shutdown()
+                        return
+                    item = self._backlog.pop(0)
+                self._write(item)
+        except Exception as exc:  # noqa: BLE001 - any failure ends this socket only
+            with self._lock:
+                self._writer = None
+                self._lost(exc)
+
+    def _write(self, data) -> None:
+        """Write all of data, or raise TimeoutError if the peer does not read in time."""
+        view = memoryview(data)
+        deadline = time.monotonic() + self.send_timeout
+        poller = None
+        while True:
+            view = view[self._send_nowait(view):]
+            if not view:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("peer is not reading")
+            if poller is None:
+                poller = select.poll()  # gevent's cooperative poll once monkey-patched
+                poller.register(self.ws.sock.fileno(), select.POLLOUT)
+            poller.poll(remaining * 1000)
+
+    def _lost(self, exc) -> None:
+        log.info("socket of user %s ended: %r", self.user_id, exc)
+        self.closing = True
+        self._backlog.clear()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.closing = True
+        self.ws.connected = False
+        try:
+            self.ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _finish(self, frame: bytes) -> None:
+        """Drop whatever waits (a frame being written is finished), send frame, then end."""
+        with self._lock:
+            self.closing = True
+            self._backlog.clear()
+        self._send(frame, last=True)
+
     def close(self, code: int, reason: str = "") -> None:
-        """Drop whatever is queued and close the socket with this code."""
+        """Drop whatever is waiting and close the socket with this code."""
         if self.closing:
             return
-        self.closing = True
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
-        self.queue.put_nowait(_Close(code, reason))
+        try:
+            frame = self.ws.ws.send(CloseConnection(code, reason))
+        except Exception:  # noqa: BLE001 - the connection had already closed
+            frame = b""
+        self._finish(frame)
+
+    def join(self) -> None:
+        """Wait until whatever is being written is out (or its send timeout has passed)."""
+        writer = self._writer
+        if isinstance(writer, threading.Thread):
+            writer.join(self.send_timeout + 1)
 
     @property
     def connected(self) -> bool:
         return self.ws.connected and not self.closing
 
-    def _write(self, data: bytes) -> None:
-        """Write all of data, or raise TimeoutError if the peer does not read in time."""
-        sock = self.ws.sock
-        view = memoryview(data)
-        deadline = time.monotonic() + self.send_timeout
-        while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("peer is not reading")
-            _, writable, _ = select.select([], [sock], [], remaining)
-            if writable:
-                sent = sock.send(view)
-                view = view[sent:]
+    # -- reading -----------------------------------------------------------------------------
 
-    def _write_loop(self) -> None:
-        """Drain the queue onto the socket; ping when idle; close when told to."""
-        conn = self.ws.ws  # the wsproto connection
-        try:
-            while self.ws.connected:
-                try:
-                    item = self.queue.get(timeout=self.ping_interval)
-                except queue.Empty:
-                    self._write(conn.send(Ping()))
-                    continue
-                if isinstance(item, _Close):
-                    self._write(conn.send(CloseConnection(item.code, item.reason)))
-                    break
-                self._write(conn.send(TextMessage(data=item)))
-        except Exception as exc:  # noqa: BLE001 - any failure ends this socket only
-            log.info("socket of user %s ended: %r", self.user_id, exc)
-        finally:
-            self.closing = True
-            self.ws.connected = False
-            self.ws.event.set()  # wake the handler blocked in receive()
-            # Give the reader a moment to see the peer's close reply, then cut the line.
-            self.ws.thread.join(timeout=2)
+    def messages(self):
+        """Each message the page sends, until the socket closes.
+
+        Answers pings and the closing handshake on the way, and pings the page when it has
+        been quiet for ping_interval (so proxies keep the connection open).
+        """
+        ws, conn, sock = self.ws, self.ws.ws, self.ws.sock
+        limit = ws.max_message_size
+        sock.settimeout(self.ping_interval)
+        parts: list = []
+        size = 0
+        while True:  # until the connection ends: a closing writer may still be draining
             try:
-                self.ws.sock.shutdown(2)
+                data = sock.recv(ws.receive_bytes)
+            except TimeoutError:
+                self._send(PING)
+                continue
             except OSError:
-                pass
+                break
+            if not data:
+                break
+            conn.receive_data(data)
+            for event in conn.events():
+                if isinstance(event, Message):
+                    parts.append(event.data)
+                    size += len(event.data)
+                    if limit and size > limit:
+                        self.close(MESSAGE_TOO_BIG, "Message is too big")
+                        return
+                    if event.message_finished and not self.closing:
+                        joiner = "" if isinstance(event, TextMessage) else b""
+                        message, parts, size = joiner.join(parts), [], 0
+                        yield message
+                elif isinstance(event, Ping):
+                    self._send(conn.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    ws.close_reason, ws.close_message = event.code, event.reason
+                    try:
+                        reply = conn.send(event.response())
+                    except Exception:  # noqa: BLE001 - we had closed first
+                        reply = b""
+                    self._finish(reply)
+        self.closing = True
+        ws.connected = False

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
-from .client import POLICY_VIOLATION, Client
+from .client import POLICY_VIOLATION, Client, Frame
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Hub:
         author_id = event["author_id"]
         members = event.get("member_ids")  # None: the public room, everyone is a member
         # One frame for every viewer: the same HTML, encoded once.
-        frame = render_template("pushes/message_created.html", html=event["html"])
+        frame = Frame(render_template("pushes/message_created.html", html=event["html"]))
         sidebar_refresh = []
         with self._lock:
             readers = set()

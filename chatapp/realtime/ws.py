@@ -186,14 +186,10 @@ def socket(ws, conversation_id: int):
     )
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
-        client.start()
         events.mark_read(user.id, conversation)
         snapshot(client, conversation, user)
         db.session.rollback()  # hold no transaction while waiting for the next frame
-        while True:
-            raw = ws.receive()
-            if raw is None:
-                continue
+        for raw in client.messages():  # this greenlet is the socket's reader too
             try:
                 handle_frame(client, conversation, user, raw)
             finally:
@@ -204,3 +200,4 @@ def socket(ws, conversation_id: int):
     finally:
         realtime.hub.detach(client)
         client.close(1000, "")
+        client.join()  # the closing frame goes out before the server lets go of the socket

@@ -1,0 +1,61 @@
+"""The floor: gevent + simple-websocket pushing one pre-encoded frame to every socket.
+
+No database, no templates, no accounts: what the fastest possible Python fan-out on this
+stack costs. Each message is escaped into a fragment, framed once, and written to every
+open socket with sendall() from the receiving greenlet.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import html  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+from gevent.pywsgi import WSGIServer  # noqa: E402
+from simple_websocket import ConnectionClosed, Server  # noqa: E402
+
+sockets = set()
+
+
+def frame(text: str) -> bytes:
+    """One unmasked, uncompressed text frame."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x81, n])
+    elif n < 65536:
+        header = bytes([0x81, 126]) + n.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 127]) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def app(environ, start_response):
+    if environ.get("PATH_INFO") != "/ws":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found"]
+    ws = Server.accept(environ)
+    sockets.add(ws)
+    try:
+        while True:
+            raw = ws.receive()
+            if raw is None:
+                continue
+            body = json.loads(raw)["body"]
+            data = frame(f'<article class="message"><p class="body">{html.escape(body)}</p></article>')
+            for other in list(sockets):
+                try:
+                    other.sock.sendall(data)
+                except OSError:
+                    sockets.discard(other)
+    except ConnectionClosed:
+        pass
+    finally:
+        sockets.discard(ws)
+    return []
+
+
+if __name__ == "__main__":
+    WSGIServer(("127.0.0.1", int(sys.argv[1])), app, log=None, backlog=4096).serve_forever()

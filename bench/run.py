@@ -1,0 +1,483 @@
+"""Run the benchmarks: `python bench/run.py [--full] [--systems ...] [--workloads ...]`.
+
+Makes the load client's environment (bench/.venvs/client) and re-runs itself there, pinned
+to core 1; each server runs on core 0. Results go to bench/results/ as JSON, a markdown
+table and PNG plots. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from servers import BENCH, CLIENT_CORE, ROOT, Server, ensure_venv  # noqa: E402
+
+RESULTS = BENCH / "results"
+ALL_SYSTEMS = ["chatapp", "floor", "socketio", "channels"]
+ALL_WORKLOADS = ["ramp", "fanout", "saturation", "mix", "slow", "redis"]
+
+PROFILES = {
+    "quick": {
+        "users": 100,  # distinct accounts; sockets beyond that are further tabs of them
+        "ramp": [1000, 2000],
+        "fanout_listeners": [100, 1000],
+        "fanout_rates": [10, 50],
+        "seconds": 3,
+        "repeats": 3,
+        "saturation_listeners": 1000,
+        "saturation_seconds": 2,
+        "mix": {"pairs": 20, "pair_rate": 1, "listeners": 200, "room_rate": 10, "seconds": 4},
+        "slow": {"listeners": 500, "rate": 20, "seconds": 6},
+    },
+    "full": {
+        "users": 1000,
+        "ramp": [1000, 5000, 10000],
+        "fanout_listeners": [100, 1000, 5000],
+        "fanout_rates": [10, 100, 1000],
+        "seconds": 5,
+        "repeats": 5,
+        "saturation_listeners": 1000,
+        "saturation_seconds": 4,
+        "mix": {"pairs": 200, "pair_rate": 1, "listeners": 1000, "room_rate": 10, "seconds": 10},
+        "slow": {"listeners": 2000, "rate": 20, "seconds": 20},
+    },
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The median of each figure over repeats (lost and duplicated: the worst repeat)."""
+    out = {}
+    for key in runs[0]:
+        vals = [r[key] for r in runs]
+        if key in ("lost", "duplicated", "expected", "closed"):
+            out[key] = max(vals)
+        elif isinstance(vals[0], (int, float)):
+            out[key] = statistics.median(vals)
+        else:
+            out[key] = vals[0]
+    out["repeats"] = len(runs)
+    return out
+
+
+class Bench:
+    """One harness run: the profile, the work directory and the results so far."""
+
+    def __init__(self, args):
+        self.args = args
+        self.profile = PROFILES["full" if args.full else "quick"]
+        self.tmp = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
+        self.results: list[dict] = []
+        self.started = time.time()
+
+    def record(self, workload: str, system: str, params: dict, figures: dict) -> None:
+        row = {"workload": workload, "system": system, "params": params, **figures}
+        self.results.append(row)
+        print(f"[bench] {workload:10} {system:9} {json.dumps(params)} -> "
+              + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()), flush=True)
+
+    # -- measuring ---------------------------------------------------------------------------
+
+    async def phase(self, client, server, sender, rate, count, expected_tabs, wait=5.0,
+                    streams=None) -> dict:
+        """Send count messages at rate; wait for their deliveries; the phase's figures."""
+        rec = client.recorder
+        client.phase += 1
+        rec.start(client.phase)
+        cpu0 = server.cpu_seconds()
+        own0 = _own_cpu()
+        t0 = time.monotonic_ns()
+        if streams is None:
+            streams = [(sender, rate, count, expected_tabs)]
+        achieved = await asyncio.gather(
+            *(client.send_stream(s, r, c, client.phase, seq0=i * 1_000_000)
+              for i, (s, r, c, _) in enumerate(streams))
+        )
+        expected = sum(c * n for _, _, c, n in streams)
+        sent_at = time.monotonic()
+        last = -1
+        while rec.deliveries < expected and time.monotonic() - sent_at < wait:
+            await asyncio.sleep(0.05)
+            if rec.deliveries != last:
+                last = rec.deliveries
+        await asyncio.sleep(0.2)  # late duplicates
+        cpu = server.cpu_seconds() - cpu0
+        own = _own_cpu() - own0
+        span = max(rec.last_delivery - t0, 1) / 1e9
+        lat = [x / 1e6 for x in rec.latencies]
+        return {
+            "offered_rate": sum(r for _, r, _, _ in streams),
+            "sent_rate": round(sum(achieved), 1),
+            "expected": expected,
+            "delivered": rec.deliveries,
+            "lost": expected - rec.deliveries,
+            "duplicated": rec.duplicates,
+            "p50_ms": pct(lat, 0.50),
+            "p95_ms": pct(lat, 0.95),
+            "p99_ms": pct(lat, 0.99),
+            "max_ms": max(lat) if lat else float("nan"),
+            "deliveries_per_s": rec.deliveries / span,
+            "cpu_us_per_delivery": cpu / max(rec.deliveries, 1) * 1e6,
+            "server_cpu_share": cpu / span,
+            # Near 1.0 the client, not the server, limits the figures.
+            "client_cpu_share": own / (time.monotonic_ns() - t0) * 1e9,
+        }
+
+    async def repeated(self, client, server, sender, rate, seconds, tabs, streams=None):
+        """Warm-up (discarded), then the median of the profile's repeats."""
+        count = max(20, int(rate * seconds))
+        await self.phase(client, server, sender, rate, max(10, count // 4), tabs,
+                         streams=_scale(streams, 4))
+        runs = [await self.phase(client, server, sender, rate, count, tabs, streams=streams)
+                for _ in range(self.profile["repeats"])]
+        return median_of(runs)
+
+    def server(self, system: str, users: int, pairs: int = 0, **kw) -> Server:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{system}-", dir=self.tmp))
+        server = Server(system, workdir, **kw)
+        server.seed(users, pairs)
+        return server.start()
+
+    async def client(self, server: Server, users: list[str]):
+        from loadclient import LoadClient
+
+        client = LoadClient(server.system, server.url)
+        await client.login(users)
+        return client
+
+    # -- workloads ---------------------------------------------------------------------------
+
+    async def ramp(self, system: str) -> None:
+        """(1) Idle sockets: connect rate, errors, memory per socket."""
+        sizes = self.profile["ramp"]
+        users = _users(self.profile["users"])
+        server = self.server(system, len(users))
+        try:
+            client = await self.client(server, users)
+            try:
+                await asyncio.sleep(1)
+                base = server.rss_bytes()
+                opened = 0
+                for size in sizes:
+                    plan = [(users[i % len(users)], 1) for i in range(opened, size)]
+                    errors0 = client.connect_errors
+                    tabs, secs = await client.open_tabs(plan)
+                    opened = size
+                    await asyncio.sleep(2)  # idle: let buffers settle
+                    rss = server.rss_bytes()
+                    held = sum(1 for t in client.tabs if t.closed is None)
+                    self.record("ramp", system, {"sockets": size}, {
+                        "first_errors": client.recorder.errors[:3],
+                        "held": held,
+                        "connect_per_s": len(plan) / secs,
+                        "connect_errors": client.connect_errors - errors0,
+                        "rss_mb": rss / 2**20,
+                        "kb_per_socket": (rss - base) / max(held, 1) / 1024,
+                    })
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    async def fanout(self, system: str) -> None:
+        """(2) One sender in the public room, listeners × message rates."""
+        p = self.profile
+        users = _users(p["users"])
+        server = self.server(system, len(users))
+        try:
+            client = await self.client(server, users)
+            try:
+                sender = await client.open_tab(users[0], 1, listener=False)
+                opened = 0
+                for listeners in p["fanout_listeners"]:
+                    plan = [(users[1 + i % (len(users) - 1)], 1) for i in range(opened, listeners)]
+                    await client.open_tabs(plan)
+                    opened = listeners
+                    live = sum(1 for t in client.tabs if t.listener and t.closed is None)
+                    for rate in p["fanout_rates"]:
+                        if rate * listeners > 500_000:
+                            continue
+                        figures = await self.repeated(client, server, sender, rate,
+                                                      p["seconds"], live)
+                        self.record("fanout", system,
+                                    {"listeners": listeners, "rate": rate}, figures)
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    async def saturation(self, system: str) -> None:
+        """(3) The highest delivery rate with p99 under 200 ms and nothing lost."""
+        p = self.profile
+        users = _users(p["users"])
+        listeners = p["saturation_listeners"]
+        server = self.server(system, len(users))
+        try:
+            client = await self.client(server, users)
+            try:
+                sender = await client.open_tab(users[0], 1, listener=False)
+                await client.open_tabs([(users[1 + i % (len(users) - 1)], 1)
+                                        for i in range(listeners)])
+                live = sum(1 for t in client.tabs if t.listener and t.closed is None)
+                best, steps, rate = None, [], 10
+                while rate <= 5000:
+                    f = await self.repeated(client, server, sender, rate,
+                                            p["saturation_seconds"], live)
+                    steps.append({"rate": rate, "deliveries_per_s": f["deliveries_per_s"],
+                                  "p99_ms": f["p99_ms"], "lost": f["lost"],
+                                  "sent_rate": f["sent_rate"]})
+                    print(f"[bench]   saturation {system} rate={rate} "
+                          f"deliveries/s={f['deliveries_per_s']:.0f} p99={f['p99_ms']:.1f}ms "
+                          f"lost={f['lost']}", flush=True)
+                    ok = (f["p99_ms"] <= 200 and f["lost"] == 0 and f["duplicated"] == 0
+                          and f["sent_rate"] >= 0.9 * rate)
+                    if not ok:
+                        break
+                    best = f
+                    rate = int(rate * 1.6)
+                figures = dict(best or {"deliveries_per_s": 0.0})
+                figures["steps"] = steps
+                self.record("saturation", system, {"listeners": listeners}, figures)
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    async def mix(self, system: str, database: str) -> None:
+        """(4) Many private chats plus the public room, on SQLite or PostgreSQL."""
+        m = self.profile["mix"]
+        pairs = m["pairs"]
+        users = _users(max(self.profile["users"], 2 * pairs + 1))
+        env = {}
+        if database == "postgresql":
+            env["DATABASE_URL"] = _fresh_postgres()
+            if env["DATABASE_URL"] is None:
+                self.record("mix", system, {"database": database}, {"skipped": "no psql"})
+                return
+        server = self.server(system, len(users), pairs=pairs, env=env)
+        try:
+            client = await self.client(server, users)
+            try:
+                chats = server.conversations[1:]
+                dm_tabs = []
+                for i, conv in enumerate(chats):
+                    a = await client.open_tab(users[2 * i], conv)
+                    b = await client.open_tab(users[2 * i + 1], conv)
+                    dm_tabs += [a, b]
+                room_sender = await client.open_tab(users[-1], 1, listener=False)
+                room = users[2 * pairs:-1] or users[:-1]
+                await client.open_tabs([(room[i % len(room)], 1) for i in range(m["listeners"])])
+                live = sum(1 for t in client.tabs if t.listener and t.closed is None
+                           and t.conversation == 1)
+                streams = [(room_sender, m["room_rate"], m["room_rate"] * m["seconds"], live)]
+                streams += [(t, m["pair_rate"], m["pair_rate"] * m["seconds"], 2)
+                            for t in dm_tabs[::2]]
+                figures = await self.repeated(client, server, None, 0, m["seconds"], 0,
+                                              streams=streams)
+                self.record("mix", system, {"database": database, **m}, figures)
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    async def slow(self, system: str) -> None:
+        """(5) 1% of listeners stop reading: the others' p99 and the server's memory."""
+        s = self.profile["slow"]
+        users = _users(self.profile["users"])
+        server = self.server(system, len(users))
+        try:
+            client = await self.client(server, users)
+            try:
+                sender = await client.open_tab(users[0], 1, listener=False)
+                tabs, _ = await client.open_tabs(
+                    [(users[1 + i % (len(users) - 1)], 1) for i in range(s["listeners"])])
+                live = len(tabs)
+                before = await self.repeated(client, server, sender, s["rate"], 2, live)
+                stalled = tabs[:: 100]
+                for tab in stalled:
+                    tab.pause()
+                    tab.listener = False
+                rss = [server.rss_bytes()]
+                sampler = asyncio.create_task(_sample(server, rss))
+                after = await self.phase(client, server, sender, s["rate"],
+                                         s["rate"] * s["seconds"], live - len(stalled))
+                sampler.cancel()
+                self.record("slow", system, {**s, "stalled": len(stalled)}, {
+                    "p99_before_ms": before["p99_ms"],
+                    "p99_ms": after["p99_ms"],
+                    "lost": after["lost"],
+                    "duplicated": after["duplicated"],
+                    "rss_start_mb": rss[0] / 2**20,
+                    "rss_max_mb": max(rss) / 2**20,
+                    "rss_end_mb": rss[-1] / 2**20,
+                    "stalled_closed_by_server": sum(1 for t in stalled if t.closed),
+                })
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    async def redis(self, system: str) -> None:
+        """(6) Two workers sharing Redis: fan-out across processes."""
+        if not (ROOT / "chatapp" / "realtime" / "redis_backplane.py").exists():
+            self.record("redis", system, {}, {"skipped": "chatapp has no Redis backplane yet"})
+            return
+        p = self.profile
+        users = _users(p["users"])
+        server = self.server(system, len(users), workers=2,
+                             env={"REDIS_URL": "redis://127.0.0.1:6379/15"})
+        try:
+            client = await self.client(server, users)
+            try:
+                sender = await client.open_tab(users[0], 1, listener=False)
+                listeners = p["fanout_listeners"][-1]
+                await client.open_tabs([(users[1 + i % (len(users) - 1)], 1)
+                                        for i in range(listeners)])
+                live = sum(1 for t in client.tabs if t.listener and t.closed is None)
+                figures = await self.repeated(client, server, sender, 50, p["seconds"], live)
+                self.record("redis", system, {"listeners": listeners, "rate": 50,
+                                              "workers": 2}, figures)
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        systems, workloads = self.args.systems, self.args.workloads
+        for workload in workloads:
+            for system in systems:
+                if workload in ("mix", "slow", "redis") and system != "chatapp":
+                    continue  # chatapp-only workloads (peers have no private chats)
+                try:
+                    if workload == "mix":
+                        for database in ("sqlite", "postgresql"):
+                            await self.mix(system, database)
+                    else:
+                        await getattr(self, workload)(system)
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    import traceback
+
+                    traceback.print_exc()
+                    self.record(workload, system, {}, {"error": repr(exc)[:300]})
+
+
+def _scale(streams, k):
+    if streams is None:
+        return None
+    return [(s, r, max(2, c // k), n) for s, r, c, n in streams]
+
+
+async def _sample(server, out):
+    while True:
+        await asyncio.sleep(0.5)
+        out.append(server.rss_bytes())
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _users(n: int) -> list[str]:
+    return [f"bench{i:05d}" for i in range(n)]
+
+
+def _fresh_postgres() -> str | None:
+    """An empty PostgreSQL database for one run."""
+    name = "chatapp_bench"
+    try:
+        for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
+                            "-qc", sql], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    if isinstance(v, list):
+        return f"[{len(v)} steps]"
+    return str(v)
+
+
+def conditions() -> dict:
+    """What the machine was doing: the figures are only as quiet as the box was."""
+    load = os.getloadavg()
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "git": rev,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "python": platform.python_version(),
+        "server_core": 0,
+        "client_core": CLIENT_CORE,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the full profile (slow)")
+    parser.add_argument("--systems", nargs="+", default=ALL_SYSTEMS, choices=ALL_SYSTEMS)
+    parser.add_argument("--workloads", nargs="+", default=ALL_WORKLOADS, choices=ALL_WORKLOADS)
+    parser.add_argument("--out", default=str(RESULTS), help="results directory")
+    parser.add_argument("--keep", action="store_true", help="keep server logs and databases")
+    parser.add_argument("--label", default="", help="name of this run's result files")
+    args = parser.parse_args()
+
+    client_python = ensure_venv("client", BENCH / "requirements.txt")
+    if Path(sys.prefix).resolve() != client_python.parent.parent.resolve():
+        os.execv(str(client_python), [str(client_python), *sys.argv])
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # servers inherit it too
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    bench = Bench(args)
+    meta = conditions()
+    meta.update(profile="full" if args.full else "quick", nofile=want)
+    started = time.monotonic()
+    try:
+        asyncio.run(bench.run())
+    finally:
+        if not args.keep:
+            shutil.rmtree(bench.tmp, ignore_errors=True)
+        meta["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        meta["seconds"] = round(time.monotonic() - started, 1)
+        from report import write
+
+        paths = write(Path(args.out), meta, bench.results, args.label or meta["profile"])
+        print("[bench] wrote " + ", ".join(str(p) for p in paths), flush=True)
+
+
+if __name__ == "__main__":
+    main()

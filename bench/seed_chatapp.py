@@ -1,0 +1,51 @@
+"""Seed a chatapp database for a benchmark run: users (one shared password) and private chats.
+
+Run with chatapp's own Python and the server's environment (DATABASE_URL etc.):
+    python bench/seed_chatapp.py USERS PAIRS
+Users are bench00000...; the first 2*PAIRS of them are paired in private chats. Accounts
+are inserted directly (one argon2 hash computed once), since registering thousands of
+users through the form would spend minutes hashing; logging in still goes through the
+form, with CSRF, as a browser does.
+"""
+
+import sys
+
+from flask_migrate import upgrade
+
+from chatapp import create_app
+from chatapp.models import Conversation, Membership, User, db, open_direct
+
+PASSWORD = "bench password 1"
+
+
+def main(users: int, pairs: int) -> None:
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        room = Conversation.public_room()
+        db.session.commit()
+        probe = User(username="probe", username_key="probe")
+        probe.set_password(PASSWORD)
+        password_hash = probe.password_hash
+        rows = [
+            {"username": f"bench{i:05d}", "username_key": f"bench{i:05d}",
+             "password_hash": password_hash}
+            for i in range(users)
+        ]
+        db.session.execute(User.__table__.insert(), rows)
+        ids = db.session.scalars(db.select(User.id).order_by(User.id)).all()
+        db.session.execute(
+            Membership.__table__.insert(),
+            [{"conversation_id": room.id, "user_id": i, "last_read_id": 0} for i in ids],
+        )
+        db.session.commit()
+        chats = []
+        for p in range(pairs):
+            a = db.session.get(User, ids[2 * p])
+            b = db.session.get(User, ids[2 * p + 1])
+            chats.append(open_direct(a, b).id)
+        print(" ".join(str(c) for c in [room.id, *chats]))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

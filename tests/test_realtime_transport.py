@@ -1,0 +1,221 @@
+"""How frames reach sockets: deflated once, written without a thread per socket, bounded."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import time
+import uuid
+import zlib
+
+import pytest
+
+from conftest import csrf_from
+
+
+class RawSocket:
+    """A WebSocket client speaking the wire protocol as a browser does (with deflate)."""
+
+    def __init__(self, person, conversation_id=1, deflate=True, rcvbuf=None):
+        page = person.get("/").text
+        self.csrf = csrf_from(page)
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", person.server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET /ws/{conversation_id} HTTP/1.1", f"Host: 127.0.0.1:{person.server.port}",
+                 "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+                 "Sec-WebSocket-Version: 13", f"Origin: {person.server.url}",
+                 f"Cookie: {person.cookie_header()}"]
+        if deflate:
+            lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.head = head.decode()
+        assert " 101 " in self.head.split("\r\n")[0], self.head
+        # A browser keeps one inflater for the whole connection (context takeover).
+        self.inflater = zlib.decompressobj(-15)
+        self.compressed_frames = 0
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def frame(self) -> tuple[int, bytes]:
+        """The next (opcode, payload), inflated when the frame was compressed."""
+        b0, b1 = self._read(2)
+        size = b1 & 0x7F
+        if size == 126:
+            size = int.from_bytes(self._read(2), "big")
+        elif size == 127:
+            size = int.from_bytes(self._read(8), "big")
+        payload = self._read(size)
+        if b0 & 0x40:
+            self.compressed_frames += 1
+            payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
+        return b0 & 0x0F, payload
+
+    def texts_until(self, needle: str, timeout=10.0) -> list[str]:
+        """Read text frames until one contains needle; all of them."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while time.monotonic() < deadline:
+            opcode, payload = self.frame()
+            if opcode == 1:
+                got.append(payload.decode())
+                if needle in got[-1]:
+                    return got
+            elif opcode == 8:
+                raise ConnectionError(f"closed {int.from_bytes(payload[:2], 'big')}")
+        raise AssertionError(f"no frame with {needle!r}")
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            head = bytes([0x81, 0x80 | n])
+        elif n < 65536:
+            head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def say(self, body: str) -> None:
+        self.send_text(json.dumps({"body": body, "client_id": str(uuid.uuid4()),
+                                   "csrf_token": self.csrf,
+                                   "headers": {"HX-Request": "true"}}))
+
+    def close_code(self, timeout=30.0) -> int | None:
+        """Read until the server's close frame; its code (None if none comes in time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            opcode, payload = self.frame()
+            if opcode == 8:
+                return int.from_bytes(payload[:2], "big")
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_pushed_frames_are_deflated_and_decode_in_a_browser_like_inflater(server, people):
+    """Offered permessage-deflate, frames come compressed and every one inflates."""
+    alice, bob = people("alice", "bob")
+    sock = RawSocket(bob)
+    try:
+        assert "permessage-deflate" in sock.head.lower()
+        sock.texts_until('hx-swap="innerHTML"')  # the connect snapshot
+        sender = alice.connect()
+        bodies = [f"message number {i} " + ("with some words to make it compressible " * 3).strip()
+                  for i in range(5)]
+        for body in bodies:
+            sender.say(body)
+        for body in bodies:
+            sock.texts_until(body)
+        assert sock.compressed_frames >= len(bodies)
+    finally:
+        sock.close()
+
+
+def test_without_deflate_frames_are_plain(server, people):
+    alice, bob = people("alice", "bob")
+    sock = RawSocket(bob, deflate=False)
+    try:
+        assert "permessage-deflate" not in sock.head.lower()
+        sock.texts_until('hx-swap="innerHTML"')
+        alice.connect().say("plain words " * 20)
+        sock.texts_until("plain words")
+        assert sock.compressed_frames == 0
+    finally:
+        sock.close()
+
+
+def test_a_socket_that_stops_reading_is_closed_1013_and_others_get_everything(
+        server_factory, tmp_path):
+    """One stalled tab overflows its small backlog and is closed; the rest lose nothing."""
+    from conftest import Person
+
+    server = server_factory(CHATAPP_SEND_QUEUE_SIZE="4", CHATAPP_MESSAGE_RATE="1000/second")
+    alice, bob, carol = (Person(server, n).register() for n in ("alice", "bob", "carol"))
+    stalled = RawSocket(bob, deflate=False, rcvbuf=4096)
+    stalled.texts_until('hx-swap="innerHTML"')
+    reader = RawSocket(carol)
+    reader.texts_until('hx-swap="innerHTML"')
+    sender = RawSocket(alice)
+    sender.texts_until('hx-swap="innerHTML"')
+    try:
+        noise = base64.b64encode(os.urandom(2700)).decode()  # incompressible, 3.6 KB
+        # More than the kernel buffers of the stalled socket can hold (tcp_wmem max: 4 MB).
+        count = 1400
+        for i in range(count):
+            sender.say(f"burst {i} {noise}")
+            sender.texts_until('id="composer"')  # the acknowledgement
+            reader.texts_until(f"burst {i} ")  # an attentive tab gets every message
+        assert stalled.close_code() == 1013
+    finally:
+        stalled.close()
+        sender.close()
+        reader.close()
+
+
+def test_a_message_over_the_frame_limit_closes_1009(server_factory):
+    from conftest import Person
+
+    server = server_factory(CHATAPP_MAX_FRAME_BYTES="2048")
+    alice = Person(server, "alice").register()
+    sock = RawSocket(alice)
+    try:
+        sock.texts_until('hx-swap="innerHTML"')
+        sock.send_text("x" * 5000)
+        assert sock.close_code() == 1009
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+def test_a_quiet_socket_is_pinged_and_still_works(server_factory, deflate):
+    from conftest import Person
+
+    server = server_factory(CHATAPP_PING_INTERVAL="1")
+    alice = Person(server, "alice").register()
+    sock = RawSocket(alice, deflate=deflate)
+    try:
+        sock.texts_until('hx-swap="innerHTML"')
+        sock.sock.settimeout(5)
+        opcode, _ = sock.frame()
+        while opcode == 1:
+            opcode, _ = sock.frame()
+        assert opcode == 9  # ping
+        sock.say("still here")
+        assert re.search("still here", "".join(sock.texts_until("still here")))
+    finally:
+        sock.close()
+
+
+def test_a_frame_is_encoded_once_for_all_its_sockets():
+    """Fan-out shares one encoding (and one compression) of a frame among its recipients."""
+    from chatapp.realtime.client import Frame
+
+    frame = Frame("<p>" + "hello " * 100 + "</p>")
+    assert frame.wire(15) is frame.wire(15)
+    assert frame.wire(0) is frame.wire(0)
+    assert frame.wire(15)[0] == 0xC1 and frame.wire(0)[0] == 0x81
+    wire = frame.wire(15)
+    assert wire[1] < 126  # 600 bytes of text deflate to a short frame
+    inflated = zlib.decompressobj(-15).decompress(wire[2:] + b"\x00\x00\xff\xff")
+    assert inflated.decode() == frame.text
