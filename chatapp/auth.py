@@ -88,6 +88,9 @@ def safe_next(target: str | None) -> str:
             and target.startswith("/")
             and not target.startswith("//")
             and "\\" not in target
+            # Control characters: browsers drop tabs and newlines ("/\t/evil"), and a
+            # Location header cannot hold a line break.
+            and target.isprintable()
         ):
             return target
     return url_for("chat.index")
@@ -117,7 +120,9 @@ def register():
 
 def _login_key() -> str:
     """Throttle failed logins per username and address together."""
-    username = (request.form.get("username") or "").strip().lower()
+    # Names are at most 32 characters: longer ones share one key, so they cannot fill
+    # the counter store with megabyte-long keys.
+    username = (request.form.get("username") or "").strip().lower()[:33]
     return f"login:{username}:{request.remote_addr}"
 
 
@@ -136,8 +141,8 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        user = User.by_username(form.username.data.strip())
-        if user is not None and user.check_password(form.password.data):
+        user = User.authenticate(form.username.data.strip(), form.password.data)
+        if user is not None:
             if not user.active:
                 error = "This account has been deactivated. Ask an administrator."
             else:
