@@ -504,6 +504,13 @@ def test_graceful_restart_closes_sockets_with_1012_promptly(server, people, sig)
         a.wait_for("after the reload")
 
 
+@pytest.mark.databases("sqlite")
+def test_several_workers_without_redis_refuse_to_start(server_factory):
+    with pytest.raises(RuntimeError, match="server exited") as failure:
+        server_factory(WEB_CONCURRENCY="2")
+    assert "2 workers need REDIS_URL" in str(failure.value)
+
+
 # -- PostgreSQL under gevent ---------------------------------------------------------------
 
 GREEN_PROBE = r"""

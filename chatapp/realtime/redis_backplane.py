@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN = 0.1  # seconds before the first reconnection attempt
 RETRY_MAX = 2.0  # cheap to try, and pages wait on it: keep the ceiling low
+RESYNC_BATCH = 200  # sockets closed at a time when pages must catch up...
+RESYNC_PAUSE = 0.1  # ...and the pause between batches (10 000 sockets: 5 s)
 
 
 class RedisBackplane:
@@ -158,7 +160,18 @@ class RedisBackplane:
 
     def _resync_local(self) -> None:
         """Close every local socket with 1012: htmx reconnects and gets a fresh snapshot."""
-        self.hub.close_all(SERVICE_RESTART, "Reconnect to catch up")
+        clients = self.hub.clients()
+        random.shuffle(clients)
+        threading.Thread(target=self._close_gradually, args=(clients,), daemon=True,
+                         name="redis-resync").start()
+
+    @staticmethod
+    def _close_gradually(clients) -> None:
+        """Close in batches: thousands of snapshots at once would queue on the database."""
+        for start in range(0, len(clients), RESYNC_BATCH):
+            for client in clients[start:start + RESYNC_BATCH]:
+                client.close(SERVICE_RESTART, "Reconnect to catch up")
+            time.sleep(RESYNC_PAUSE)
 
     def _deliver(self, event: dict) -> None:
         """Hand one event to the local hub, as the publishing request would have."""
