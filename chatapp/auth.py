@@ -126,13 +126,24 @@ def _login_key() -> str:
     return f"login:{username}:{request.remote_addr}"
 
 
+def _login_failed(response) -> bool:
+    """Only failures count against the login limits: a successful login redirects."""
+    return response.status_code != 302
+
+
 @bp.route("/login/", methods=["GET", "POST"])
 @limiter.limit(
     lambda: current_app.config["LOGIN_RATE"],
     key_func=_login_key,
     methods=["POST"],
-    # Only failures count: a successful login redirects.
-    deduct_when=lambda response: response.status_code != 302,
+    deduct_when=_login_failed,
+)
+# One address trying name after name (each attempt costs an argon2 verification).
+@limiter.limit(
+    lambda: current_app.config["LOGIN_ADDRESS_RATE"],
+    key_func=lambda: f"login-address:{request.remote_addr}",
+    methods=["POST"],
+    deduct_when=_login_failed,
 )
 def login():
     """Log in with username and password."""

@@ -67,6 +67,27 @@ def test_over_long_login_names_cannot_dodge_the_throttle(client, auth):
 
 
 @pytest.mark.databases("sqlite")
+def test_failed_logins_are_throttled_per_address_across_usernames(client, auth, app):
+    app.config["LOGIN_ADDRESS_RATE"] = "5/5minute"
+    auth.register("alice")
+    auth.logout()
+    for i in range(5):
+        assert auth.login(f"someone{i}", "wrong password").status_code == 400
+    response = auth.login("alice", PASSWORD)  # a sixth name from the same address waits
+    assert response.status_code == 429
+    assert "Too many failed attempts" in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+    # Another address is not affected.
+    other = app.test_client()
+    token = csrf_from(other.get("/login/").get_data(as_text=True))
+    response = other.post(
+        "/login/", data={"csrf_token": token, "username": "alice", "password": PASSWORD},
+        environ_overrides={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert response.status_code == 302
+
+
+@pytest.mark.databases("sqlite")
 @pytest.mark.parametrize("target", ["/c/1%0d%0aSet-Cookie:%20stolen=1", "/%09/evil.example/"])
 def test_next_with_control_characters_stays_on_site(client, auth, target):
     auth.register("alice")
