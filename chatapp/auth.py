@@ -14,6 +14,7 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
 from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Regexp, ValidationError
 
@@ -21,6 +22,7 @@ from .extensions import limiter, login_manager
 from .models import USERNAME_RE, User, db
 
 bp = Blueprint("auth", __name__)
+TAKEN = "That username is taken; choose another."
 
 
 class RegisterForm(FlaskForm):
@@ -54,7 +56,7 @@ class RegisterForm(FlaskForm):
     def validate_username(self, field):
         """Refuse a name that is taken, ignoring case."""
         if User.by_username(field.data or ""):
-            raise ValidationError("That username is taken; choose another.")
+            raise ValidationError(TAKEN)
 
 
 class LoginForm(FlaskForm):
@@ -111,9 +113,14 @@ def register():
         return redirect(url_for("chat.index"))
     form = RegisterForm()
     if form.validate_on_submit():
-        user = User.register(form.username.data, form.password.data)
-        _start_session(user, remember=False)
-        return redirect(url_for("chat.index"))
+        try:
+            user = User.register(form.username.data, form.password.data)
+        except IntegrityError:  # someone took the name between the check and the insert
+            db.session.rollback()
+            form.username.errors.append(TAKEN)
+        else:
+            _start_session(user, remember=False)
+            return redirect(url_for("chat.index"))
     status = 400 if request.method == "POST" else 200
     return render_template("auth/register.html", form=form), status
 

@@ -178,3 +178,20 @@ def test_hostile_frames_get_an_error_and_the_socket_stays(people, server, databa
             header=[f"Cookie: {alice.cookie_header()}"], origin=server.url, timeout=10,
         )
     assert refused.value.status_code == 404
+
+
+def test_two_people_registering_one_name_at_once_get_a_clear_answer(
+    client, auth, app, monkeypatch
+):
+    from chatapp.auth import RegisterForm
+
+    auth.register("alice")
+    auth.logout()
+    # The other request's check ran before "alice" was stored: only the database knows.
+    monkeypatch.setattr(RegisterForm, "validate_username", lambda form, field: None)
+    response = auth.register("ALICE")
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "That username is taken" in page and 'role="alert"' in page
+    with app.app_context():
+        assert [u.username for u in db.session.scalars(select(User))] == ["alice"]
