@@ -87,19 +87,6 @@ def test_failed_logins_are_throttled_per_address_across_usernames(client, auth, 
     assert response.status_code == 302
 
 
-@pytest.mark.databases("sqlite")
-@pytest.mark.parametrize("target", ["/c/1%0d%0aSet-Cookie:%20stolen=1", "/%09/evil.example/"])
-def test_next_with_control_characters_stays_on_site(client, auth, target):
-    auth.register("alice")
-    auth.logout()
-    token = csrf_from(client.get("/login/").get_data(as_text=True))
-    response = client.post(
-        f"/login/?next={target}",
-        data={"csrf_token": token, "username": "alice", "password": PASSWORD},
-    )
-    assert response.status_code == 302 and response.headers["Location"] == "/"
-
-
 def test_huge_ids_in_urls_are_absent_not_errors(client, auth, app):
     auth.register("alice")
     with app.app_context():
