@@ -17,6 +17,15 @@ accesslog = os.environ.get("CHATAPP_ACCESS_LOG") or None
 control_socket_disable = True
 
 
+def on_starting(server):
+    """Refuse several workers without Redis: each would hold a separate, partial chat."""
+    if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
+        raise SystemExit(
+            f"chatapp: {server.cfg.workers} workers need REDIS_URL, so that a message "
+            "posted on one worker reaches the sockets of the others (docs/deployment.md)"
+        )
+
+
 # -- shutdown: close sockets with 1012 at once -------------------------------------------
 # gunicorn's gevent worker, told to stop (SIGTERM, a SIGHUP reload, max requests, a lost
 # parent), stops accepting and then waits for open connections: every WebSocket would

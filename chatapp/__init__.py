@@ -55,7 +55,19 @@ def create_app(test_config: dict | None = None) -> Flask:
         }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from werkzeug.routing import IntegerConverter
+
     from . import admin, assets, auth, chat, cli, realtime, uploads
+    from .models import MAX_ID
+
+    class IdConverter(IntegerConverter):
+        """<int:...> in our URLs: a number a database id can hold, else no such page (404)."""
+
+        def __init__(self, map, *args, **kwargs):
+            kwargs.setdefault("max", MAX_ID)
+            super().__init__(map, *args, **kwargs)
+
+    app.url_map.converters["int"] = IdConverter
     from .extensions import csrf, db, limiter, login_manager, migrate, sock
     from .database import configure_engine
 

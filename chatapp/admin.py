@@ -17,12 +17,14 @@ from sqlalchemy import select
 
 from .admin_search import MessageSearchForm, conversation_labels, like_anywhere, search_messages
 from .auth import safe_next
+from .chat import id_arg
 from .models import AuditEntry, Conversation, Image, Message, User, db
 from .realtime import events
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PAGE_SIZE = 50
+MAX_PAGE = 10**6  # an offset past this many pages is refused as absent (page 1)
 ACTION_LABELS = {
     "open_private_chat": "Opened a private chat",
     "read_private_messages": "Listed private messages",
@@ -82,7 +84,7 @@ def messages():
     form = MessageSearchForm(request.args)
     if request.args and not form.validate():
         return render_messages("admin/messages.html", [], form=form, more=False), 400
-    before = request.args.get("before", type=int)
+    before = id_arg("before")
     found, more = _page(search_messages(form, before))
     filters = form.filters()
     audit_private(found, "search " + (" ".join(f"{k}={v}" for k, v in filters.items()) or "all"))
@@ -94,7 +96,7 @@ def messages():
 def conversation(conversation_id: int):
     """One conversation as an admin reads it; opening a private chat is audited."""
     found_conversation = db.session.get(Conversation, conversation_id) or abort(404)
-    before = request.args.get("before", type=int)
+    before = id_arg("before")
     query = select(Message).where(Message.conversation_id == conversation_id)
     if before:
         query = query.where(Message.id < before)
@@ -136,7 +138,7 @@ def image(image_id: int, size: str):
 def users():
     """Every account, searchable by name, with its role and status."""
     q = (request.args.get("q") or "").strip()[:32]
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = id_arg("page", MAX_PAGE) or 1
     query = select(User).order_by(User.username_key)
     if q:
         query = query.where(User.username_key.like(like_anywhere(q.lower()), escape="\\"))
@@ -174,7 +176,7 @@ def user_action(user_id: int, action: str):
 @bp.route("/audit")
 def audit():
     """The audit log: what administrators did, newest first."""
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = id_arg("page", MAX_PAGE) or 1
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).offset((page - 1) * PAGE_SIZE)
     entries, more = _page(query)
     conversations = [e.conversation for e in entries if e.conversation is not None]

@@ -9,15 +9,16 @@ from sqlalchemy import select
 from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
-from .models import PUBLIC_KEY, Conversation, Membership, Message, User, db, direct_key
+from .models import (
+    PUBLIC_KEY, Conversation, Membership, Message, User, db, direct_key, like_literal,
+)
 
 PUBLIC_NAMES = {"public", "public room"}
 
 
 def like_anywhere(text: str) -> str:
     """A LIKE pattern matching text anywhere, with its wildcards taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{like_literal(text)}%"
 
 
 class DayField(DateField):

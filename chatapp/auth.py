@@ -14,6 +14,7 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
 from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Regexp, ValidationError
 
@@ -21,6 +22,7 @@ from .extensions import limiter, login_manager
 from .models import USERNAME_RE, User, db
 
 bp = Blueprint("auth", __name__)
+TAKEN = "That username is taken; choose another."
 
 
 class RegisterForm(FlaskForm):
@@ -54,7 +56,7 @@ class RegisterForm(FlaskForm):
     def validate_username(self, field):
         """Refuse a name that is taken, ignoring case."""
         if User.by_username(field.data or ""):
-            raise ValidationError("That username is taken; choose another.")
+            raise ValidationError(TAKEN)
 
 
 class LoginForm(FlaskForm):
@@ -88,6 +90,9 @@ def safe_next(target: str | None) -> str:
             and target.startswith("/")
             and not target.startswith("//")
             and "\\" not in target
+            # Control characters: browsers drop tabs and newlines ("/\t/evil"), and a
+            # Location header cannot hold a line break.
+            and target.isprintable()
         ):
             return target
     return url_for("chat.index")
@@ -108,17 +113,29 @@ def register():
         return redirect(url_for("chat.index"))
     form = RegisterForm()
     if form.validate_on_submit():
-        user = User.register(form.username.data, form.password.data)
-        _start_session(user, remember=False)
-        return redirect(url_for("chat.index"))
+        try:
+            user = User.register(form.username.data, form.password.data)
+        except IntegrityError:  # someone took the name between the check and the insert
+            db.session.rollback()
+            form.username.errors.append(TAKEN)
+        else:
+            _start_session(user, remember=False)
+            return redirect(url_for("chat.index"))
     status = 400 if request.method == "POST" else 200
     return render_template("auth/register.html", form=form), status
 
 
 def _login_key() -> str:
     """Throttle failed logins per username and address together."""
-    username = (request.form.get("username") or "").strip().lower()
+    # Names are at most 32 characters: longer ones share one key, so they cannot fill
+    # the counter store with megabyte-long keys.
+    username = (request.form.get("username") or "").strip().lower()[:33]
     return f"login:{username}:{request.remote_addr}"
+
+
+def _login_failed(response) -> bool:
+    """Only failures count against the login limits: a successful login redirects."""
+    return response.status_code != 302
 
 
 @bp.route("/login/", methods=["GET", "POST"])
@@ -126,8 +143,14 @@ def _login_key() -> str:
     lambda: current_app.config["LOGIN_RATE"],
     key_func=_login_key,
     methods=["POST"],
-    # Only failures count: a successful login redirects.
-    deduct_when=lambda response: response.status_code != 302,
+    deduct_when=_login_failed,
+)
+# One address trying name after name (each attempt costs an argon2 verification).
+@limiter.limit(
+    lambda: current_app.config["LOGIN_ADDRESS_RATE"],
+    key_func=lambda: f"login-address:{request.remote_addr}",
+    methods=["POST"],
+    deduct_when=_login_failed,
 )
 def login():
     """Log in with username and password."""
@@ -136,8 +159,8 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        user = User.by_username(form.username.data.strip())
-        if user is not None and user.check_password(form.password.data):
+        user = User.authenticate(form.username.data.strip(), form.password.data)
+        if user is not None:
             if not user.active:
                 error = "This account has been deactivated. Ask an administrator."
             else:

@@ -7,10 +7,12 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from .models import (
+    MAX_ID,
     Conversation,
     Membership,
     User,
     db,
+    like_literal,
     open_direct,
     unread_counts,
 )
@@ -19,6 +21,12 @@ from .realtime import events
 bp = Blueprint("chat", __name__)
 
 SIDEBAR_PEOPLE = 20  # other users listed without searching; find the rest by name
+
+
+def id_arg(name: str, maximum: int = MAX_ID) -> int | None:
+    """A positive whole-number query argument up to `maximum`; None if absent or not one."""
+    value = request.args.get(name, type=int)
+    return value if value is not None and 1 <= value <= maximum else None
 
 
 def member_conversation_or_404(conversation_id: int) -> Conversation:
@@ -136,8 +144,8 @@ def direct(username: str):
 def history(conversation_id: int):
     """Older messages of a conversation, as a fragment, before a given message id."""
     conversation = member_conversation_or_404(conversation_id)
-    before = request.args.get("before", type=int)
-    if before is None or before < 1:
+    before = id_arg("before")
+    if before is None:
         abort(400, "Say which message to load history before (?before=<id>).")
     messages = conversation.recent_messages(
         current_app.config["HISTORY_PAGE_SIZE"], before_id=before
@@ -154,7 +162,7 @@ def people():
     q = (request.args.get("q") or "").strip().lower()[:32]
     found = []
     if q:
-        pattern = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_literal(q) + "%"
         found = db.session.scalars(
             select(User)
             .where(

@@ -86,6 +86,7 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "MAX_FRAME_BYTES": _int("CHATAPP_MAX_FRAME_BYTES", 32 * 1024),
         "MESSAGE_RATE": os.environ.get("CHATAPP_MESSAGE_RATE", "10/5second"),
         "LOGIN_RATE": os.environ.get("CHATAPP_LOGIN_RATE", "10/5minute"),
+        "LOGIN_ADDRESS_RATE": os.environ.get("CHATAPP_LOGIN_ADDRESS_RATE", "100/5minute"),
         "REGISTER_RATE": os.environ.get("CHATAPP_REGISTER_RATE", "20/hour"),
         "SEND_QUEUE_SIZE": _int("CHATAPP_SEND_QUEUE_SIZE", 256),
         "SEND_TIMEOUT": _int("CHATAPP_SEND_TIMEOUT", 20),

@@ -23,11 +23,23 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+# ASCII only (no confusables or direction marks); \Z, not $, which also allows "name\n".
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")
+# The largest id a database integer holds; larger numbers from URLs are simply absent.
+MAX_ID = 2**63 - 1
 PUBLIC_KEY = "public"
 # Messages by one author closer together than this are shown as one group.
 GROUP_GAP = timedelta(minutes=5)
 _hasher = PasswordHasher()
+_dummy_hash: str | None = None
+
+
+def like_literal(text: str) -> str:
+    """Escape LIKE's wildcards (with backslash) so the text matches only itself.
+
+    NUL characters are dropped: no name or message holds one, and PostgreSQL refuses them.
+    """
+    return text.replace("\x00", "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def utcnow() -> datetime:
@@ -76,7 +88,28 @@ class User(UserMixin, db.Model):
     @classmethod
     def by_username(cls, username: str) -> User | None:
         """Find a user by name, ignoring case."""
+        if len(username) > 32 or "\x00" in username:  # no such name (PostgreSQL refuses NUL)
+            return None
         return db.session.scalar(select(cls).where(cls.username_key == username.lower()))
+
+    @classmethod
+    def authenticate(cls, username: str, password: str) -> User | None:
+        """The user with this name and password, if any (active or not).
+
+        An unknown name costs the same argon2 work as a wrong password, so the time a
+        login takes does not tell whether an account exists.
+        """
+        global _dummy_hash
+        user = cls.by_username(username)
+        if user is None:
+            if _dummy_hash is None:
+                _dummy_hash = _hasher.hash("no such user")
+            try:
+                _hasher.verify(_dummy_hash, password)
+            except VerificationError:
+                pass
+            return None
+        return user if user.check_password(password) else None
 
     @classmethod
     def register(cls, username: str, password: str) -> User:
@@ -322,6 +355,15 @@ class Message(db.Model):
         )
         db.session.commit()
         return message, True
+
+    @staticmethod
+    def text_problem(text: str, limit: int, noun: str = "Messages") -> str | None:
+        """What is wrong with a message's (stripped) text for storing it, or None."""
+        if len(text) > limit:
+            return f"{noun} can be at most {limit} characters; yours has {len(text)}. Shorten it."
+        if "\x00" in text:  # PostgreSQL cannot store it, and no one types it
+            return f"{noun} cannot contain NUL characters. Remove them and send again."
+        return None
 
     def soft_delete(self) -> bool:
         """Hide this message everywhere (moderation); False if it was already hidden."""

@@ -116,10 +116,9 @@ def _caption(body: str) -> str:
     """The optional text sent with the image, within the message length limit."""
     body = body.strip()
     limit = current_app.config["MAX_MESSAGE_CHARS"]
-    if len(body) > limit:
-        raise Refusal(
-            f"Captions can be at most {limit} characters; yours has {len(body)}. Shorten it."
-        )
+    problem = Message.text_problem(body, limit, "Captions")
+    if problem:
+        raise Refusal(problem)
     return body
 
 

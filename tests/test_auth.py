@@ -103,7 +103,14 @@ def test_logout_needs_csrf(client, auth):
     assert client.get("/").status_code == 200  # still logged in
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/", "https://evil.example/", "/\\evil.example",
+        # Control characters: browsers drop a tab; a line break cannot go in a header.
+        "/%09/evil.example/", "/c/1%0d%0aSet-Cookie:%20stolen=1",
+    ],
+)
 def test_next_never_leaves_the_site(client, auth, target):
     auth.register("alice")
     auth.logout()

@@ -29,9 +29,13 @@ TRACK_SOCKETS = """
   window.WebSocket = class extends Native {
     constructor(...args) { super(...args); window.__sockets.push(this); }
   };
+  // Pushed frames swapped into the page (the first is the connect snapshot).
+  window.__swapped = 0;
+  document.addEventListener("htmx:ws:after:message:incoming", () => { window.__swapped++; });
 })();
 """
 SOCKET_OPEN = "() => (window.__sockets || []).some(s => s.readyState === 1)"
+SNAPSHOT_SWAPPED = "() => window.__swapped > 0"
 
 
 def expect(locator_or_page):
@@ -78,8 +82,9 @@ class Chatter:
         return self.live()
 
     def live(self) -> Chatter:
-        """Wait until the page's socket is open."""
+        """Wait until the page's socket is open and its connect snapshot is on the page."""
         self.page.wait_for_function(SOCKET_OPEN, timeout=15_000)
+        self.page.wait_for_function(SNAPSHOT_SWAPPED, timeout=15_000)
         return self
 
     def goto(self, path: str) -> Chatter:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN = 0.1  # seconds before the first reconnection attempt
 RETRY_MAX = 2.0  # cheap to try, and pages wait on it: keep the ceiling low
+RESYNC_BATCH = 200  # sockets closed at a time when pages must catch up...
+RESYNC_PAUSE = 0.1  # ...and the pause between batches (10 000 sockets: 5 s)
 
 
 class RedisBackplane:
@@ -91,15 +93,21 @@ class RedisBackplane:
     # -- receiving -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the subscriber once per process (on the first request or event)."""
+        """Start the subscriber once per process (on the first request or event).
+
+        The first request waits (briefly) until the subscription is live, so a page
+        never takes its snapshot in a worker that is not yet listening.
+        """
         if self._thread is not None:
             return
         with self._start_lock:
-            if self._thread is None:
-                # A real thread, or a greenlet when gevent has patched threading.
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="redis-subscriber")
-                self._thread.start()
+            if self._thread is not None:
+                return
+            # A real thread, or a greenlet when gevent has patched threading.
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="redis-subscriber")
+            self._thread.start()
+        self.subscribed.wait(2.0)
 
     def stop(self) -> None:
         """Stop the subscriber (process shutdown)."""
@@ -142,15 +150,28 @@ class RedisBackplane:
         """(Re)subscribed: pages here may have missed events while we were not listening."""
         self.subscribed_at = time.time()
         self.subscribed.set()
-        if not first:
-            log.info("Redis subscription restored; asking pages here to reconnect")
+        # Sockets attached before this moment may have missed events (a lost
+        # subscription, or Redis down when the worker started): they reconnect.
+        if not first or self.hub.clients():
+            log.info("Redis subscription live again; asking pages here to reconnect")
             self._resync_local()
         if self._failed_since is not None:
             self._announce_resync()
 
     def _resync_local(self) -> None:
         """Close every local socket with 1012: htmx reconnects and gets a fresh snapshot."""
-        self.hub.close_all(SERVICE_RESTART, "Reconnect to catch up")
+        clients = self.hub.clients()
+        random.shuffle(clients)
+        threading.Thread(target=self._close_gradually, args=(clients,), daemon=True,
+                         name="redis-resync").start()
+
+    @staticmethod
+    def _close_gradually(clients) -> None:
+        """Close in batches: thousands of snapshots at once would queue on the database."""
+        for start in range(0, len(clients), RESYNC_BATCH):
+            for client in clients[start:start + RESYNC_BATCH]:
+                client.close(SERVICE_RESTART, "Reconnect to catch up")
+            time.sleep(RESYNC_PAUSE)
 
     def _deliver(self, event: dict) -> None:
         """Hand one event to the local hub, as the publishing request would have."""

@@ -66,7 +66,7 @@ def _parse(raw) -> dict:
         raise Refusal("Messages must be text. Reload the page and try again.")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested thousands deep
         raise Refusal("That message could not be read. Reload the page and try again.")
     if not isinstance(data, dict):
         raise Refusal("That message could not be read. Reload the page and try again.")
@@ -75,7 +75,9 @@ def _parse(raw) -> dict:
     if unknown:
         raise Refusal("That message had unexpected fields. Reload the page and try again.")
     try:
-        validate_csrf(data.get("csrf_token"))
+        if not isinstance(data.get("csrf_token"), str):  # a number makes flask-wtf raise TypeError
+            raise ValidationError("The CSRF token is missing.")
+        validate_csrf(data["csrf_token"])
     except ValidationError:
         raise Refusal("Your session has changed. Reload the page to send messages.")
     try:
@@ -92,10 +94,9 @@ def _check_body(body: str) -> str:
     limit = current_app.config["MAX_MESSAGE_CHARS"]
     if not body:
         raise Refusal("Type a message first.")
-    if len(body) > limit:
-        raise Refusal(
-            f"Messages can be at most {limit} characters; yours has {len(body)}. Shorten it."
-        )
+    problem = Message.text_problem(body, limit)
+    if problem:
+        raise Refusal(problem)
     return body
 
 
