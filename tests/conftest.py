@@ -373,14 +373,17 @@ class Socket:
         self.ws.settimeout(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # recv_frame(), not recv_data(): the latter answers a close frame itself, and
+            # that answer can meet a reset from a server already gone, losing the code.
             try:
-                opcode, data = self.ws.recv_data(control_frame=True)
+                frame = self.ws.recv_frame()
             except websocket.WebSocketConnectionClosedException:
                 return None
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                data = frame.data
                 return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                self.frames.append(data.decode())
+            if frame.opcode == websocket.ABNF.OPCODE_TEXT:
+                self.frames.append(frame.data.decode())
         raise AssertionError("the server did not close the socket")
 
     def close(self) -> None:
