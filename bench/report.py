@@ -42,8 +42,11 @@ def markdown(meta: dict, results: list[dict]) -> str:
                   "|---" * (len(cols) + 1) + "|"]
         for r in rows:
             if "skipped" in r or "error" in r:
-                lines.append(f"| {r['system']} | {r.get('skipped') or r.get('error')} |"
-                             + " |" * (len(cols) - 1))
+                known = [_cell(r["params"][c]) for c in cols if c in r["params"]]
+                note = r.get("skipped") or r.get("error")
+                rest = len(cols) - len(known)
+                lines.append(f"| {r['system']} | " + " | ".join(known + [note] + [""] * (rest - 1))
+                             + " |")
                 continue
             vals = [_cell(r["params"].get(c, r.get(c))) for c in cols]
             lines.append(f"| {r['system']} | " + " | ".join(vals) + " |")

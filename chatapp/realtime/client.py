@@ -22,9 +22,12 @@ import socket
 import threading
 import time
 import zlib
+from array import array
+from bisect import bisect_left
 
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,29 @@ class Frame:
 PING = _header(0x89, 0)
 
 
+class SnapshotIds:
+    """The ids of the messages a connect snapshot showed, kept compactly.
+
+    Every socket holds one for its whole life: a sorted array of 50 ids takes ~0.5 KB
+    where a set of them took ~4 KB. Newer messages are told apart by one comparison.
+    """
+
+    __slots__ = ("_ids", "_max")
+
+    def __init__(self, ids=()):
+        self._ids = array("q", sorted(ids))
+        self._max = self._ids[-1] if self._ids else 0
+
+    def __contains__(self, message_id) -> bool:
+        if message_id > self._max:
+            return False
+        i = bisect_left(self._ids, message_id)
+        return i < len(self._ids) and self._ids[i] == message_id
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 class InlineReader:
     """Stands in for simple-websocket's reader thread, which is never started.
 
@@ -144,7 +170,11 @@ class Client:
         self.closing = False
         self.window_bits = negotiated_window_bits(ws)
         # Messages already in the connect snapshot; their events are not sent again.
-        self.skip_ids: set[int] = set()
+        self.skip_ids = SnapshotIds()
+        # After the upgrade only the frame layer is used: let the HTTP handshake's state go.
+        self._frames = ws.ws.connection
+        if self._frames is not None:
+            ws.ws.handshake = None
         self._backlog: list = []  # bytes or memoryviews waiting for the writer, oldest first
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -240,13 +270,19 @@ class Client:
         log.info("socket of user %s ended: %r", self.user_id, exc)
         self.closing = True
         self._backlog.clear()
-        self._shutdown()
+        self._shutdown(socket.SHUT_RDWR)  # nothing more to say or hear
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, how: int = socket.SHUT_WR) -> None:
+        """End the connection: by default only our side (FIN after what is queued).
+
+        The reader goes on until the peer answers with its own close, so nothing the peer
+        sends in the meantime (a pong, its closing frame) is left unread, which would
+        make the kernel reset the connection and drop our closing frame.
+        """
         self.closing = True
         self.ws.connected = False
         try:
-            self.ws.sock.shutdown(socket.SHUT_RDWR)
+            self.ws.sock.shutdown(how)
         except OSError:
             pass
 
@@ -285,7 +321,7 @@ class Client:
         Answers pings and the closing handshake on the way, and pings the page when it has
         been quiet for ping_interval (so proxies keep the connection open).
         """
-        ws, conn, sock = self.ws, self.ws.ws, self.ws.sock
+        ws, conn, sock, frames = self.ws, self.ws.ws, self.ws.sock, self._frames
         limit = ws.max_message_size
         sock.settimeout(self.ping_interval)
         parts: list = []
@@ -294,14 +330,22 @@ class Client:
             try:
                 data = sock.recv(ws.receive_bytes)
             except TimeoutError:
+                if self.closing:
+                    if self._writer is None:
+                        break  # our close went out a while ago; the peer never answered
+                    continue  # keep reading (pongs) while the writer drains
                 self._send(PING)
                 continue
             except OSError:
                 break
             if not data:
                 break
-            conn.receive_data(data)
-            for event in conn.events():
+            try:
+                frames.receive_data(data)
+                events = list(frames.events())
+            except LocalProtocolError:  # data after the closing handshake
+                break
+            for event in events:
                 if isinstance(event, Message):
                     parts.append(event.data)
                     size += len(event.data)

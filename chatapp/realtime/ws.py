@@ -17,7 +17,7 @@ from limits.strategies import FixedWindowRateLimiter
 from ..extensions import db, limiter, sock
 from ..models import Conversation, Message, User, unread_counts
 from . import events, get
-from .client import Client
+from .client import Client, SnapshotIds
 
 log = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
@@ -140,7 +140,7 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     from ..chat import sidebar_context
 
     messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
-    client.skip_ids = {m.id for m in messages}
+    client.skip_ids = SnapshotIds(m.id for m in messages)
     client.push(
         render_template(
             "pushes/snapshot.html",
