@@ -557,3 +557,28 @@ def test_postgres_queries_yield_to_other_greenlets(tmp_path, database_url, order
     # another (1.6 s and more), and the ticker greenlet kept running meanwhile.
     assert figures["elapsed"] < 1.3, figures
     assert figures["gap"] < 0.2, figures
+
+
+def test_reading_on_one_server_clears_the_badge_on_the_other(server_factory, shared_redis,
+                                                             redis_prefix, crowd):
+    one, two = two_servers(server_factory, shared_redis, redis_prefix)
+    alice = crowd(one, "alice")
+    bob = crowd(two, "bob")
+    alice_two = crowd.on(alice, two)
+    dm = bob.get("/dm/alice")
+    dm_id = int(re.search(r"/c/(\d+)$", dm.url).group(1))
+    reading = alice.connect(dm_id)  # alice reads the chat on server one...
+    elsewhere = alice_two.connect(1)  # ...and has the public room open on server two
+    bob_dm = bob.connect(dm_id)
+    bob_dm.say("seen at once")
+    reading.wait_for("seen at once")
+
+    def badge_of_dm(frame: str) -> str:
+        return frame.split(f'id="badge-{dm_id}"', 1)[1][:120] if f'id="badge-{dm_id}"' in frame else ""
+
+    # Server two cannot know she is reading it on server one, so its tab shows 1 for a
+    # moment; the batch of saved read pointers, published as one event, clears it.
+    elsewhere.wait_for(lambda f: 'aria-label="1 unread"' in badge_of_dm(f))
+    cleared = elsewhere.wait_for(
+        lambda f: f'id="badge-{dm_id}"' in f and "unread" not in badge_of_dm(f), timeout=10)
+    assert "<title>(1)" not in cleared

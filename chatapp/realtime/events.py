@@ -53,16 +53,17 @@ def mark_read(user_id: int, conversation) -> None:
     )
 
 
-def read_elsewhere(user_id: int, conversation_id: int, message_id: int) -> None:
-    """A batch of read pointers was saved: other processes clear those badges too."""
-    realtime = get()
-    if realtime.backplane.remote:
+def reads_saved(batch: dict[tuple[int, int], int]) -> None:
+    """A batch of read pointers was saved: other processes clear those badges too.
+
+    One event for the whole batch: a busy room's viewers all read each message, and an
+    event per viewer would be a publish (and a delivery on every worker) per viewer.
+    """
+    if batch and get().backplane.remote:
         publish(
             {
-                "type": "conversation_read",
-                "user_id": user_id,
-                "conversation_id": conversation_id,
-                "message_id": message_id,
+                "type": "conversations_read",
+                "reads": [[u, c, m] for (u, c), m in batch.items()],
             }
         )
 

@@ -137,9 +137,17 @@ class Hub:
             for user_id in sidebar_refresh:
                 self.on_private_activity(user_id)
 
+    def _on_conversations_read(self, event: dict) -> None:
+        # Pointers saved elsewhere in one batch; only users connected here cost anything.
+        for user_id, conversation_id, _message_id in event["reads"]:
+            if user_id in self.users:
+                self._clear_unread(user_id, conversation_id)
+
     def _on_conversation_read(self, event: dict) -> None:
-        user_id = event["user_id"]
-        conversation_id = event["conversation_id"]
+        self._clear_unread(event["user_id"], event["conversation_id"])
+
+    def _clear_unread(self, user_id: int, conversation_id: int) -> None:
+        """A user has read a conversation: its badge clears in each of their tabs here."""
         with self._lock:
             state = self.users.get(user_id)
             if state is None or not state.unread.get(conversation_id):

@@ -56,8 +56,7 @@ class ReadTracker:
                 return
             from . import events
 
-            for (user_id, conversation_id), message_id in batch.items():
-                events.read_elsewhere(user_id, conversation_id, message_id)
+            events.reads_saved(batch)
 
     def _run(self) -> None:
         while True:
