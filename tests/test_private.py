@@ -184,3 +184,35 @@ def test_fan_out_cost_does_not_grow_with_recipients(app, tmp_path):
     assert few > 0
     print(f"statements for one public message: {few} with 3 listeners, {many} with 30")
     assert many <= few, (few, many)
+
+
+@pytest.mark.databases("sqlite")
+def test_many_private_chats_at_once_all_deliver(server_factory):
+    """Thirty chats writing at once: publishing must not need a second pooled connection.
+
+    Each private message re-renders both members' sidebars while the publisher's request
+    still holds its database connection; delivering in a fresh session would want a
+    second one, and with more concurrent publishers than the pool holds they all waited
+    on each other until the pool timed out.
+    """
+    server = server_factory(CHATAPP_MESSAGE_RATE="1000/second")
+    pairs = []
+    for i in range(30):
+        a = Person(server, f"left{i:02}").register()
+        b = Person(server, f"right{i:02}").register()
+        pairs.append((a, b, open_chat(a, f"right{i:02}")))
+    sockets = [(a.connect(chat), b.connect(chat)) for a, b, chat in pairs]
+
+    def chat(sender):
+        for k in range(10):
+            sender.say(f"line {k}")
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=chat, args=(out,)) for out, _ in sockets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _, listener in sockets:
+        listener.wait_for("line 9", timeout=15)
+    assert "QueuePool limit" not in server.log()

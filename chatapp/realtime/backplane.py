@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from flask import has_app_context
+
 log = logging.getLogger(__name__)
 
 
@@ -18,6 +20,13 @@ class LocalBackplane:
 
     def publish(self, event: dict) -> None:
         """Deliver an event (after its transaction committed) to the local sockets."""
+        if has_app_context():
+            # Deliver in the publisher's own context and database session: a second
+            # session here would want a second pooled connection while the publisher's
+            # first is still checked out, and enough concurrent publishers would then
+            # wait on each other for the pool until it times out.
+            self.hub.deliver(event)
+            return
         with self.app.app_context():
             self.hub.deliver(event)
 

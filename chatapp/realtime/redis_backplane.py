@@ -15,8 +15,10 @@ import logging
 import random
 import threading
 import time
+from contextlib import nullcontext
 
 import redis
+from flask import has_request_context
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -184,7 +186,10 @@ class RedisBackplane:
         if members is not None and not any(self.hub.clients_of(u) for u in members):
             return  # a private chat with no member here: nothing to render
         # A request context (not only an app context): templates build relative URLs.
-        with self.app.test_request_context("/"):
+        # A publisher delivering here itself keeps its own context and database session
+        # (see LocalBackplane.publish: a second session could starve the pool).
+        context = nullcontext() if has_request_context() else self.app.test_request_context("/")
+        with context:
             try:
                 self.hub.deliver(event)
             except Exception:  # noqa: BLE001 - one bad event must not stop the others
