@@ -426,20 +426,28 @@ class AuditEntry(db.Model):
         return entry
 
 
-def unread_counts(user_id: int) -> dict[int, int]:
-    """Unread messages per conversation for a user (others' messages past the pointer)."""
-    rows = db.session.execute(
-        select(Membership.conversation_id, func.count(Message.id))
+def unread_query(*columns):
+    """SELECT columns, count(unread) over memberships: what "unread" means, in one place.
+
+    A message is unread for a member when it is past their read pointer, written by
+    someone else, and not deleted. Callers add their filter and GROUP BY.
+    """
+    return (
+        select(*columns, func.count(Message.id))
         .join(
             Message,
             (Message.conversation_id == Membership.conversation_id)
             & (Message.id > Membership.last_read_id),
         )
-        .where(
-            Membership.user_id == user_id,
-            Message.author_id != user_id,
-            Message.deleted_at.is_(None),
-        )
+        .where(Message.author_id != Membership.user_id, Message.deleted_at.is_(None))
+    )
+
+
+def unread_counts(user_id: int) -> dict[int, int]:
+    """Unread messages per conversation for a user (others' messages past the pointer)."""
+    rows = db.session.execute(
+        unread_query(Membership.conversation_id)
+        .where(Membership.user_id == user_id)
         .group_by(Membership.conversation_id)
     )
     return {conversation_id: count for conversation_id, count in rows}

@@ -113,22 +113,13 @@ def user_deactivated(user_id: int) -> None:
 
 def recount_unread(user_ids: list[int], conversation_id: int) -> dict[int, int]:
     """Unread messages in one conversation for several users, in one query."""
-    from sqlalchemy import func, select
-
-    from ..models import Membership, Message, db
+    from ..models import Membership, db, unread_query
 
     rows = db.session.execute(
-        select(Membership.user_id, func.count(Message.id))
-        .join(
-            Message,
-            (Message.conversation_id == Membership.conversation_id)
-            & (Message.id > Membership.last_read_id),
-        )
+        unread_query(Membership.user_id)
         .where(
             Membership.conversation_id == conversation_id,
             Membership.user_id.in_(user_ids),
-            Message.author_id != Membership.user_id,
-            Message.deleted_at.is_(None),
         )
         .group_by(Membership.user_id)
     )

@@ -85,11 +85,6 @@ class Hub:
             state = self.users.get(user_id)
             return list(state.clients) if state else []
 
-    def viewing(self, user_id: int, conversation_id: int) -> bool:
-        """Whether the user has this conversation open in some tab of this process."""
-        with self._lock:
-            return any(c.user_id == user_id for c in self.by_conversation.get(conversation_id, ()))
-
     # -- events ------------------------------------------------------------------------
 
     def deliver(self, event: dict) -> None:
