@@ -316,20 +316,20 @@ class Message(db.Model):
         body: str,
         client_id: str,
         image: Image | None = None,
+        *,
+        commit: bool = True,
     ) -> tuple[Message, bool]:
         """Store a message once per (author, client_id); return it and whether it is new.
 
         The transaction is short and holds no network I/O: the caller publishes only
-        after this returns, so an event never announces an uncommitted row.
+        after the commit, so an event never announces an uncommitted row. With
+        commit=False the caller commits, and may first render the message while it and
+        its author and conversation are still loaded (a commit expires them).
         """
-        existing = db.session.scalar(
-            select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
-        )
-        if existing:
-            return existing, False
+        # Insert first: a resend is rare, and the unique (author, client_id) catches it.
         message = cls(
-            conversation_id=conversation.id,
-            author_id=author.id,
+            conversation=conversation,
+            author=author,
             body=body,
             client_id=client_id,
             image=image,
@@ -337,7 +337,7 @@ class Message(db.Model):
         db.session.add(message)
         try:
             db.session.flush()
-        except IntegrityError:  # a concurrent resend won the race
+        except IntegrityError:  # a resend: this composer's message is already stored
             db.session.rollback()
             return db.session.scalar(
                 select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
@@ -353,7 +353,8 @@ class Message(db.Model):
             )
             .values(last_read_id=message.id)
         )
-        db.session.commit()
+        if commit:
+            db.session.commit()
         return message, True
 
     @staticmethod

@@ -89,6 +89,16 @@ class Frame:
 PING = _header(0x89, 0)
 
 
+def _nonblocking_send(sock):
+    """sock's send() that never waits: it writes what the kernel takes, or raises
+    BlockingIOError when it takes nothing."""
+    if isinstance(sock, _gevent_socket):
+        # A gevent socket wraps a native one that is always in non-blocking mode; its
+        # timeout lives in the wrapper. Calling the native send() skips that layer.
+        return sock._sock.send
+    return lambda data, _send=sock.send: _send(data, socket.MSG_DONTWAIT)
+
+
 class SnapshotIds:
     """The ids of the messages a connect snapshot showed, kept compactly.
 
@@ -96,14 +106,14 @@ class SnapshotIds:
     where a set of them took ~4 KB. Newer messages are told apart by one comparison.
     """
 
-    __slots__ = ("_ids", "_max")
+    __slots__ = ("_ids", "newest")
 
     def __init__(self, ids=()):
         self._ids = array("q", sorted(ids))
-        self._max = self._ids[-1] if self._ids else 0
+        self.newest = self._ids[-1] if self._ids else 0
 
     def __contains__(self, message_id) -> bool:
-        if message_id > self._max:
+        if message_id > self.newest:
             return False
         i = bisect_left(self._ids, message_id)
         return i < len(self._ids) and self._ids[i] == message_id
@@ -175,6 +185,7 @@ class Client:
         self._frames = ws.ws.connection
         if self._frames is not None:
             ws.ws.handshake = None
+        self._write_now = _nonblocking_send(ws.sock)
         self._backlog: list = []  # bytes or memoryviews waiting for the writer, oldest first
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -186,34 +197,38 @@ class Client:
 
     def push(self, frame: Frame | str) -> None:
         """Send a frame without blocking; close the socket with 1013 if its backlog is full."""
-        if self.closing:
-            return
-        if not isinstance(frame, Frame):
+        if type(frame) is not Frame:
             frame = Frame(frame)
         self._send(frame.wire(self.window_bits))
 
-    def _send(self, data: bytes, last: bool = False) -> None:
-        """Write now if nothing is waiting, else queue; last: end the socket after data."""
+    def _send(self, data, last: bool = False) -> None:
+        """Write now if nothing is waiting, else queue; last: end the socket after data.
+
+        This is the path of every delivery, so it is kept to one call into the kernel
+        (a gevent socket's own send() would add a layer of Python to each).
+        """
         start_writer = overflow = False
         with self._lock:
             if self.closing and not last:
                 return
-            if self._writer is not None:
-                if last or len(self._backlog) < self.queue_size:
-                    self._backlog.append(data)
-                else:
-                    overflow = True
-            else:
+            if self._writer is None:
                 try:
-                    sent = self._send_nowait(data)
+                    sent = self._write_now(data)
+                except BlockingIOError:
+                    sent = 0
                 except OSError as exc:
                     self._lost(exc)
                     return
-                if sent < len(data):
-                    self._backlog.append(memoryview(data)[sent:])
-                    self._writer = start_writer = True
-                elif last:
-                    self._shutdown()
+                if sent == len(data):
+                    if last:
+                        self._shutdown()
+                    return
+                self._backlog.append(memoryview(data)[sent:])
+                self._writer = start_writer = True
+            elif last or len(self._backlog) < self.queue_size:
+                self._backlog.append(data)
+            else:
+                overflow = True
         if start_writer:
             self._writer = threading.Thread(target=self._drain, daemon=True,
                                             name=f"ws-writer-{self.user_id}")
@@ -221,16 +236,6 @@ class Client:
         if overflow:
             log.warning("socket of user %s overflowed its queue; closing with 1013", self.user_id)
             self.close(TRY_AGAIN_LATER, "Too slow; reconnect to catch up")
-
-    def _send_nowait(self, data) -> int:
-        """Write what the kernel takes right now; the number of bytes written."""
-        sock = self.ws.sock
-        try:
-            if isinstance(sock, _gevent_socket):
-                return sock.send(data, 0, timeout=0.0)
-            return sock.send(data, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return 0
 
     def _drain(self) -> None:
         """Write the backlog out, each item whole; end when it is empty (or the socket is)."""
@@ -255,7 +260,10 @@ class Client:
         deadline = time.monotonic() + self.send_timeout
         poller = None
         while True:
-            view = view[self._send_nowait(view):]
+            try:
+                view = view[self._write_now(view):]
+            except BlockingIOError:
+                pass
             if not view:
                 return
             remaining = deadline - time.monotonic()

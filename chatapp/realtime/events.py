@@ -14,18 +14,25 @@ def publish(event: dict) -> None:
 
 
 def message_created(message) -> None:
-    """Announce a stored message: its partial is rendered once, here, for every viewer."""
+    """Announce a stored (committed) message."""
+    publish(message_event(message))
+
+
+def message_event(message) -> dict:
+    """The event announcing a message, its partial rendered once, here, for every viewer.
+
+    Best built before the commit, while the message, its author and conversation are
+    loaded: after it, rendering would first reload each of them.
+    """
     conversation = message.conversation
-    publish(
-        {
-            "type": "message_created",
-            "conversation_id": conversation.id,
-            "message_id": message.id,
-            "author_id": message.author_id,
-            "member_ids": conversation.member_ids(),
-            "html": render_template("partials/_message.html", message=message),
-        }
-    )
+    return {
+        "type": "message_created",
+        "conversation_id": conversation.id,
+        "message_id": message.id,
+        "author_id": message.author_id,
+        "member_ids": conversation.member_ids(),
+        "html": render_template("partials/_message.html", message=message),
+    }
 
 
 def mark_read(user_id: int, conversation) -> None:

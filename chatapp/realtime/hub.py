@@ -41,7 +41,7 @@ class Hub:
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
-        self.on_read = None  # set by the read tracker: (user_id, conversation_id, message_id)
+        self.on_read = None  # set by the read tracker: (user_ids, conversation_id, message_id)
         self.on_private_activity = None  # set by realtime.events: refresh a member's sidebar
         self.recount_unread = None  # set by realtime.events: (user_ids, conversation_id) -> counts
 
@@ -106,7 +106,8 @@ class Hub:
         with self._lock:
             readers = set()
             for client in self.by_conversation.get(conversation_id, ()):
-                if message_id in client.skip_ids:
+                # Cheap test first: nearly every message is newer than the snapshot.
+                if message_id <= client.skip_ids.newest and message_id in client.skip_ids:
                     continue
                 client.push(frame)
                 readers.add(client.user_id)
@@ -122,10 +123,9 @@ class Hub:
                     self._push_badge(state, conversation_id)
             if members is not None:
                 sidebar_refresh = [u for u in members if u in self.users]
-        if self.on_read is not None:
-            for user_id in readers:
-                if user_id != author_id:
-                    self.on_read(user_id, conversation_id, message_id)
+        readers.discard(author_id)
+        if self.on_read is not None and readers:
+            self.on_read(readers, conversation_id, message_id)
         # A private message reorders both members' sidebars (and may add a new entry):
         # at most two users, so re-rendering their sidebar is cheap and always right.
         if self.on_private_activity is not None:

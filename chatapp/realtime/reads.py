@@ -25,12 +25,14 @@ class ReadTracker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def mark(self, user_id: int, conversation_id: int, message_id: int) -> None:
-        """Remember that a user has seen a message (written on the next flush)."""
-        key = (user_id, conversation_id)
+    def mark(self, user_ids, conversation_id: int, message_id: int) -> None:
+        """Remember that these users have seen a message (written on the next flush)."""
         with self._lock:
-            if self._pending.get(key, 0) < message_id:
-                self._pending[key] = message_id
+            pending = self._pending
+            for user_id in user_ids:
+                key = (user_id, conversation_id)
+                if pending.get(key, 0) < message_id:
+                    pending[key] = message_id
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True, name="reads")
                 self._thread.start()

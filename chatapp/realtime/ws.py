@@ -123,16 +123,18 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw) ->
     try:
         data = _parse(raw)
         body = _check_body(data["body"])
-        _check_rate(user.id)
+        _check_rate(client.user_id)  # ids from the client: `user` expired at the last rollback
     except Refusal as refusal:
         log.info("frame from user %s refused: %s", user.id, refusal)
         client.push(render_template("pushes/composer_error.html", error=str(refusal)))
         return
-    message, created = Message.post(conversation, user, body, data["client_id"])
-    if created:
-        events.message_created(message)
+    message, created = Message.post(conversation, user, body, data["client_id"], commit=False)
+    event = events.message_event(message) if created else None  # rendered before the
+    db.session.commit()  # commit expires what it needs; published only after it
+    if event is not None:
+        events.publish(event)
     # The acknowledgement: a fresh, empty composer (with a new client id).
-    client.push(_composer(conversation.id))
+    client.push(_composer(client.conversation_id))
 
 
 def snapshot(client: Client, conversation: Conversation, user: User) -> None:
