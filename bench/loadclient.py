@@ -124,6 +124,7 @@ class ChannelsAdapter(Adapter):
 ADAPTERS = {
     "chatapp": ChatappAdapter,
     "floor": Adapter,
+    "floor-nagle": Adapter,
     "channels": ChannelsAdapter,
     "socketio": SocketIOAdapter,
 }

@@ -27,6 +27,7 @@ from servers import BENCH, CLIENT_CORE, ROOT, Server, ensure_venv  # noqa: E402
 
 RESULTS = BENCH / "results"
 ALL_SYSTEMS = ["chatapp", "floor", "socketio", "channels"]
+EXTRA_SYSTEMS = ["floor-nagle"]  # run only when named
 ALL_WORKLOADS = ["ramp", "fanout", "saturation", "mix", "slow", "redis"]
 
 PROFILES = {
@@ -258,10 +259,13 @@ class Bench:
                 await client.open_tabs([(users[1 + i % (len(users) - 1)], 1)
                                         for i in range(listeners)])
                 live = sum(1 for t in client.tabs if t.listener and t.closed is None)
-                # Search: double the rate, one short phase per step, until a step fails...
+                # Search: double the rate, one short phase per step, until a step fails;
+                # then bisect between the last good rate and the first bad one.
                 await self.phase(client, server, sender, 2, 4, live)  # warm-up
-                best_rate, steps, rate = None, [], p.get("saturation_from", 2)
-                while rate <= 4096:
+                steps, good, rate = [], [], p.get("saturation_from", 2)
+                bad = None
+
+                async def step(rate):
                     count = max(10, int(rate * p["saturation_seconds"]))
                     f = await self.phase(client, server, sender, rate, count, live)
                     steps.append({"rate": rate, "deliveries_per_s": f["deliveries_per_s"],
@@ -270,16 +274,42 @@ class Bench:
                     print(f"[bench]   saturation {system} rate={rate} "
                           f"deliveries/s={f['deliveries_per_s']:.0f} p99={f['p99_ms']:.1f}ms "
                           f"lost={f['lost']}", flush=True)
-                    if not _good(f, rate):
+                    if _good(f, rate):
+                        good.append(rate)
+                        return True
+                    await asyncio.sleep(2)  # let the failed step's backlog drain
+                    return False
+
+                while rate <= 4096:
+                    if not await step(rate):
+                        bad = rate
                         break
-                    best_rate = rate
                     rate *= 2
-                # ...then measure the last good rate properly: the median of the repeats.
+                for _ in range(p.get("saturation_bisect", 3)):
+                    if not good or bad is None:
+                        break
+                    mid = (max(good) + bad) // 2
+                    if mid in (max(good), bad):
+                        break
+                    if not await step(mid):
+                        bad = mid
+                # ...then measure the best good rate properly: the median of the repeats.
+                # A step can pass by luck near the limit: if the repeats fail, the rate
+                # comes down by 15% until they pass (at most four times).
                 best = None
-                if best_rate is not None:
-                    await asyncio.sleep(1)  # let a failed step's backlog drain
+                best_rate = max(good) if good else None
+                for _ in range(4 if good else 0):
+                    await asyncio.sleep(1)
                     best = await self.repeated(client, server, sender, best_rate,
                                                p["saturation_seconds"], live)
+                    if _good(best, best_rate):
+                        break
+                    print(f"[bench]   saturation {system} rate={best_rate} failed its "
+                          f"repeats (p99 {best['p99_ms']:.1f} ms); trying 15% less", flush=True)
+                    steps.append({"rate": best_rate, "repeats_failed": True,
+                                  "p99_ms": best["p99_ms"], "lost": best["lost"]})
+                    best, best_rate = None, max(2, int(best_rate * 0.85))
+                    await asyncio.sleep(2)
                 figures = dict(best or {"deliveries_per_s": 0.0})
                 figures["steps"] = steps
                 self.record("saturation", system, {"listeners": listeners}, figures)
@@ -475,7 +505,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--full", action="store_true", help="the full profile (slow)")
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    parser.add_argument("--systems", nargs="+", default=ALL_SYSTEMS, choices=ALL_SYSTEMS)
+    parser.add_argument("--systems", nargs="+", default=ALL_SYSTEMS, choices=ALL_SYSTEMS + EXTRA_SYSTEMS)
     parser.add_argument("--workloads", nargs="+", default=ALL_WORKLOADS, choices=ALL_WORKLOADS)
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
     parser.add_argument("--ramp", nargs="+", type=int, help="socket counts for the ramp")

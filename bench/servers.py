@@ -103,11 +103,14 @@ class Server:
             py = chatapp_python()
             return ([py, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                      "--bind", f"127.0.0.1:{self.port}", "--backlog", "4096"], ROOT, env)
-        peer = BENCH / "peers" / self.system
-        py = str(ensure_venv(self.system, peer / "requirements.txt"))
-        env["PEER_DB"] = str(self.workdir / f"{self.system}.sqlite3")
+        name = "floor" if self.system == "floor-nagle" else self.system
+        peer = BENCH / "peers" / name
+        py = str(ensure_venv(name, peer / "requirements.txt"))
+        env["PEER_DB"] = str(self.workdir / f"{name}.sqlite3")
         if self.system == "floor":
             return [py, "server.py", str(self.port)], peer, env
+        if self.system == "floor-nagle":  # the floor without TCP_NODELAY (docs/benchmarks.md)
+            return [py, "server.py", str(self.port), "--nagle"], peer, env
         if self.system == "socketio":
             return ([py, "-m", "gunicorn", "-k", "gevent", "-w", "1",
                      "--worker-connections", "20000", "--backlog", "4096",

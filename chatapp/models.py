@@ -327,14 +327,17 @@ class Message(db.Model):
         its author and conversation are still loaded (a commit expires them).
         """
         # Insert first: a resend is rare, and the unique (author, client_id) catches it.
+        now = utcnow()
         message = cls(
-            conversation=conversation,
-            author=author,
+            conversation_id=conversation.id,
+            author_id=author.id,
             body=body,
             client_id=client_id,
             image=image,
+            created_at=now,
         )
         db.session.add(message)
+        conversation.last_message_at = now  # written by the same flush as the message
         try:
             db.session.flush()
         except IntegrityError:  # a resend: this composer's message is already stored
@@ -342,10 +345,10 @@ class Message(db.Model):
             return db.session.scalar(
                 select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
             ), False
-        conversation.last_message_at = message.created_at
-        # The author has read everything up to their own message.
+        # The author has read everything up to their own message. A plain (Core) UPDATE:
+        # no object in the session needs to learn of it.
         db.session.execute(
-            update(Membership)
+            update(Membership.__table__)
             .where(
                 Membership.user_id == author.id,
                 Membership.conversation_id == conversation.id,
@@ -373,10 +376,14 @@ class Message(db.Model):
         self.deleted_at = utcnow()
         return True
 
-    def previous(self) -> Message | None:
-        """The message shown just before this one in its conversation, if any."""
-        return db.session.scalar(
-            select(Message)
+    def previous(self):
+        """The message shown just before this one in its conversation, if any.
+
+        Only what grouping needs of it (author_id, created_at): a row, not a whole Message
+        with its author and image joined in.
+        """
+        return db.session.execute(
+            select(Message.author_id, Message.created_at)
             .where(
                 Message.conversation_id == self.conversation_id,
                 Message.id < self.id,
@@ -384,7 +391,7 @@ class Message(db.Model):
             )
             .order_by(Message.id.desc())
             .limit(1)
-        )
+        ).first()
 
     def continues(self, previous: Message | None) -> bool:
         """Tell whether this message joins the previous one's group (same author, soon after)."""

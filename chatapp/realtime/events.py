@@ -19,7 +19,7 @@ def message_created(message) -> None:
 
 
 def message_event(message) -> dict:
-    """The event announcing a message, its partial rendered once, here, for every viewer.
+    """The event announcing a message, its push rendered once, here, for every viewer.
 
     Best built before the commit, while the message, its author and conversation are
     loaded: after it, rendering would first reload each of them.
@@ -31,7 +31,7 @@ def message_event(message) -> dict:
         "message_id": message.id,
         "author_id": message.author_id,
         "member_ids": conversation.member_ids(),
-        "html": render_template("partials/_message.html", message=message),
+        "html": render_template("pushes/message_created.html", message=message),
     }
 
 

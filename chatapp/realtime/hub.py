@@ -101,7 +101,7 @@ class Hub:
         author_id = event["author_id"]
         members = event.get("member_ids")  # None: the public room, everyone is a member
         # One frame for every viewer: the same HTML, encoded once.
-        frame = Frame(render_template("pushes/message_created.html", html=event["html"]))
+        frame = Frame(event["html"])
         sidebar_refresh = []
         with self._lock:
             readers = set()

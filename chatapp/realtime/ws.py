@@ -176,6 +176,10 @@ def socket(ws, conversation_id: int):
     """A page's live connection: pushes in, composer frames out."""
     config = current_app.config
     realtime = get()
+    # This socket's session lives as long as the socket. Its user and conversation stay
+    # loaded across commits, so posting a message does not first reload both; what they
+    # hold that can change (a deactivation, say) reaches the socket as an event instead.
+    db.session().expire_on_commit = False
     user = db.session.get(User, current_user.id)
     conversation = db.session.get(Conversation, conversation_id)
     client = Client(
@@ -191,12 +195,12 @@ def socket(ws, conversation_id: int):
         realtime.hub.attach(client, lambda: _load_state(user.id))
         events.mark_read(user.id, conversation)
         snapshot(client, conversation, user)
-        db.session.rollback()  # hold no transaction while waiting for the next frame
+        db.session.commit()  # hold no transaction while waiting for the next frame
         for raw in client.messages():  # this greenlet is the socket's reader too
             try:
                 handle_frame(client, conversation, user, raw)
             finally:
-                db.session.rollback()
+                db.session.rollback()  # only after a failure: a frame ends committed
             # Let the writers run before the next frame: a burst from one sender must not
             # starve every socket's writer of the CPU (a no-op switch outside gevent).
             time.sleep(0)
