@@ -3,6 +3,7 @@ gunicorn gevent server. Two people in two browser contexts, as two people would 
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import uuid
@@ -16,7 +17,9 @@ from conftest import PASSWORD, ROOT
 # Seed writes the SQLite file directly, so these run on SQLite only.
 pytestmark = [pytest.mark.browser, pytest.mark.databases("sqlite")]
 
-SHOTS = ROOT / "docs" / "screenshots"
+# The README's pictures are refreshed only when asked: a test run leaves the tree clean.
+SHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("CHATAPP_UPDATE_SCREENSHOTS")
+         else ROOT / "tests" / "artifacts" / "screenshots")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
 
