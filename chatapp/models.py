@@ -33,6 +33,34 @@ GROUP_GAP = timedelta(minutes=5)
 _hasher = PasswordHasher()
 _dummy_hash: str | None = None
 
+# An argon2 hash takes ~100 ms of CPU (and a 64 MiB buffer). Under gevent, computing it
+# on the event loop would stop every socket of the worker for that long, once per login;
+# so it runs in a small pool of real threads (argon2's C code releases the GIL) while
+# the loop carries on. Two threads: a login burst cannot take more than two cores' worth.
+HASH_THREADS = 2
+_hash_pool = None
+
+
+def _hashing(fn, *args):
+    """fn(*args), an argon2 call: off the event loop when this process runs gevent."""
+    global _hash_pool
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return fn(*args)
+    if _hash_pool is None:  # made on first use, so in the worker, after any fork
+        from gevent.threadpool import ThreadPool
+
+        _hash_pool = ThreadPool(HASH_THREADS)
+    return _hash_pool.apply(fn, args)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hashing(_hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
 
 def like_literal(text: str) -> str:
     """Escape LIKE's wildcards (with backslash) so the text matches only itself.
@@ -73,15 +101,14 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password: str) -> None:
         """Store an argon2id hash of the password."""
-        self.password_hash = _hasher.hash(password)
+        self.password_hash = _hashing(_hasher.hash, password)
 
     def check_password(self, password: str) -> bool:
         """Tell whether the password matches, rehashing when parameters changed."""
-        try:
-            _hasher.verify(self.password_hash, password)
-        except (VerificationError, InvalidHashError):
+        stored = self.password_hash
+        if not _verify(stored, password):
             return False
-        if _hasher.check_needs_rehash(self.password_hash):
+        if _hasher.check_needs_rehash(stored):
             self.set_password(password)
         return True
 
@@ -97,19 +124,23 @@ class User(UserMixin, db.Model):
         """The user with this name and password, if any (active or not).
 
         An unknown name costs the same argon2 work as a wrong password, so the time a
-        login takes does not tell whether an account exists.
+        login takes does not tell whether an account exists. The read transaction ends
+        before hashing: a burst of logins must not hold a pooled connection each while
+        they wait their turn to hash (the pool would run out, and logins fail).
         """
         global _dummy_hash
         user = cls.by_username(username)
-        if user is None:
+        stored = user.password_hash if user is not None else None
+        db.session.rollback()  # read only so far; gives the connection back to the pool
+        if stored is None:
             if _dummy_hash is None:
-                _dummy_hash = _hasher.hash("no such user")
-            try:
-                _hasher.verify(_dummy_hash, password)
-            except VerificationError:
-                pass
+                _dummy_hash = _hashing(_hasher.hash, "no such user")
+            stored = _dummy_hash
+        if not _verify(stored, password) or user is None:
             return None
-        return user if user.check_password(password) else None
+        if _hasher.check_needs_rehash(stored):
+            user.set_password(password)  # the caller commits
+        return user
 
     @classmethod
     def register(cls, username: str, password: str) -> User:

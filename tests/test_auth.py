@@ -156,3 +156,53 @@ def test_a_new_session_on_login(client, auth):
 def test_pages_need_login(client, path):
     response = client.get(path)
     assert response.status_code == 302 and response.headers["Location"].startswith("/login/")
+
+
+def test_hashing_a_password_holds_no_database_connection(app, auth, monkeypatch):
+    """argon2 takes ~100 ms a login: holding a pooled connection through it, a burst of
+    logins drained the pool and the rest failed with 500 (found by bench/'s chat mix)."""
+    from chatapp import models
+
+    auth.register("alice")
+    held = []
+    real = models._hashing
+
+    def hashing(fn, *args):
+        held.append(db.engine.pool.checkedout())
+        return real(fn, *args)
+
+    monkeypatch.setattr(models, "_hashing", hashing)
+    with app.app_context():
+        assert User.authenticate("alice", PASSWORD).username == "alice"
+        assert User.authenticate("alice", "wrong password") is None
+        assert User.authenticate("nobody", PASSWORD) is None
+        assert len(held) >= 3 and held == [0] * len(held)
+
+
+def test_hashing_leaves_the_event_loop_free_under_gevent():
+    """Under gevent a hash runs in a thread: the worker's other greenlets (every socket)
+    keep running meanwhile instead of stopping for the ~100 ms it takes."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from chatapp import models
+ticks = []
+def tick():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.002)
+gevent.spawn(tick)
+gevent.sleep(0.01)
+before = len(ticks)
+models._hashing(models._hasher.hash, "a password to hash")
+print(len(ticks) - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60)
+    # Blocking the loop, the ticker could not run once during the hash.
+    assert int(out.stdout) >= 3, out.stdout
