@@ -98,6 +98,7 @@ class Server:
                 CHATAPP_UPLOAD_DIR=str(self.workdir / "uploads"),
                 # The harness sends faster than a person may; the limit is not under test.
                 CHATAPP_MESSAGE_RATE="1000000/second",
+                CHATAPP_MAX_SOCKETS_PER_USER="100000",  # a few accounts hold every tab
             )
             env.setdefault("DATABASE_URL", f"sqlite:///{self.workdir / 'chatapp.sqlite3'}")
             py = chatapp_python()

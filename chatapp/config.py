@@ -91,6 +91,7 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "SEND_QUEUE_SIZE": _int("CHATAPP_SEND_QUEUE_SIZE", 256),
         "SEND_TIMEOUT": _int("CHATAPP_SEND_TIMEOUT", 20),
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
+        "MAX_SOCKETS_PER_USER": _int("CHATAPP_MAX_SOCKETS_PER_USER", 30),
         "HISTORY_PAGE_SIZE": 50,
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),

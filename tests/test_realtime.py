@@ -221,3 +221,20 @@ def test_flask_run_serves_sockets_too(server_factory):
     a.say("from the development server")
     b.wait_for("from the development server")
     a.wait_for('hx-target="#composer"')
+
+
+def test_one_user_may_hold_only_so_many_sockets(server_factory):
+    """Each socket costs the worker memory and fan-out work: an account past the limit
+    gets 429 at the handshake; other people, and the same person after closing a tab,
+    connect as before."""
+    server = server_factory(CHATAPP_MAX_SOCKETS_PER_USER="2")
+    alice = Person(server, "alice").register()
+    bob = Person(server, "bob").register()
+    first, _second = alice.connect(), alice.connect()
+    assert handshake_status(server, alice.cookie_header(), server.url) == 429
+    assert handshake_status(server, bob.cookie_header(), server.url) == 101
+    first.ws.close()
+    deadline = time.monotonic() + 5
+    while handshake_status(server, alice.cookie_header(), server.url) != 101:
+        assert time.monotonic() < deadline, "the closed tab still counts"
+        time.sleep(0.1)

@@ -46,6 +46,12 @@ def refuse_strangers():
     conversation = db.session.get(Conversation, request.view_args.get("conversation_id", 0))
     if conversation is None or not conversation.is_member(current_user):
         abort(404)
+    # Each socket costs the worker memory and a share of every fan-out: one account may
+    # not hold an unbounded number (per worker; htmx retries a refused handshake later).
+    limit = current_app.config["MAX_SOCKETS_PER_USER"]
+    if len(get().hub.clients_of(current_user.id)) >= limit:
+        log.warning("socket refused: user %s already has %d open", current_user.id, limit)
+        abort(429, f"You have {limit} tabs open. Close one, then reload this page.")
 
 
 class Refusal(Exception):
