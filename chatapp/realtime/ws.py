@@ -129,14 +129,16 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw) ->
     try:
         data = _parse(raw)
         body = _check_body(data["body"])
-        _check_rate(client.user_id)  # ids from the client: `user` expired at the last rollback
+        _check_rate(client.user_id)
     except Refusal as refusal:
         log.info("frame from user %s refused: %s", user.id, refusal)
         client.push(render_template("pushes/composer_error.html", error=str(refusal)))
         return
+    # The push is rendered inside the transaction that stores the message (its grouping
+    # reads the message before it there), and published only after the commit.
     message, created = Message.post(conversation, user, body, data["client_id"], commit=False)
-    event = events.message_event(message) if created else None  # rendered before the
-    db.session.commit()  # commit expires what it needs; published only after it
+    event = events.message_event(message) if created else None
+    db.session.commit()
     if event is not None:
         events.publish(event)
     # The acknowledgement: a fresh, empty composer (with a new client id).
