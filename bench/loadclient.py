@@ -320,6 +320,7 @@ class Recorder:
         self.last_delivery = 0.0
         self.first_send = 0.0
         self.errors: list[str] = []
+        self.last_any = 0  # monotonic ns of the last stamp received, of any phase
 
     def start(self, phase: int) -> None:
         self.phase = phase
@@ -360,6 +361,7 @@ class Tab:
         rec = self.client.recorder
         now = time.monotonic_ns()
         for phase, seq, sent in STAMP.findall(text):
+            rec.last_any = now
             phase = int(phase)
             key = (phase << 40) | int(seq)
             if key in self.seen:

@@ -157,6 +157,20 @@ class Bench:
             "client_cpu_share": own / (time.monotonic_ns() - t0) * 1e9,
         }
 
+    async def settle(self, client, quiet: float = 2.0, limit: float = 180.0) -> None:
+        """Wait until the server has worked off an overload: no stamp for `quiet` seconds.
+
+        A phase that offered more than the server can do leaves messages queued behind
+        it; measuring the next phase before they are out would charge their delay to it.
+        """
+        rec = client.recorder
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            if time.monotonic_ns() - rec.last_any > quiet * 1e9:
+                return
+            await asyncio.sleep(0.25)
+        print(f"[bench]   still delivering after {limit:.0f} s; going on", flush=True)
+
     async def repeated(self, client, server, sender, rate, seconds, tabs, streams=None):
         """Warm-up (discarded), then the median of the profile's repeats."""
         count = max(20, int(rate * seconds))
@@ -240,7 +254,7 @@ class Bench:
                         self.record("fanout", system, params, figures)
                         if figures["lost"] or figures["p99_ms"] > 1000:
                             behind = rate
-                            await asyncio.sleep(2)
+                            await self.settle(client)
             finally:
                 await client.close()
         finally:
@@ -277,7 +291,7 @@ class Bench:
                     if _good(f, rate):
                         good.append(rate)
                         return True
-                    await asyncio.sleep(2)  # let the failed step's backlog drain
+                    await self.settle(client)  # let the failed step's backlog drain
                     return False
 
                 while rate <= 4096:
@@ -309,7 +323,7 @@ class Bench:
                     steps.append({"rate": best_rate, "repeats_failed": True,
                                   "p99_ms": best["p99_ms"], "lost": best["lost"]})
                     best, best_rate = None, max(2, int(best_rate * 0.85))
-                    await asyncio.sleep(2)
+                    await self.settle(client)
                 figures = dict(best or {"deliveries_per_s": 0.0})
                 figures["steps"] = steps
                 self.record("saturation", system, {"listeners": listeners}, figures)
