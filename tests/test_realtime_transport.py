@@ -121,7 +121,8 @@ def test_pushed_frames_are_deflated_and_decode_in_a_browser_like_inflater(server
         assert "permessage-deflate" in sock.head.lower()
         sock.texts_until('hx-swap="innerHTML"')  # the connect snapshot
         sender = alice.connect()
-        bodies = [f"message number {i} " + ("with some words to make it compressible " * 3).strip()
+        # Long enough that each push passes COMPRESS_MIN_BYTES.
+        bodies = [f"message number {i} " + ("with some words to make it compressible " * 20).strip()
                   for i in range(5)]
         for body in bodies:
             sender.say(body)
@@ -130,6 +131,148 @@ def test_pushed_frames_are_deflated_and_decode_in_a_browser_like_inflater(server
         assert sock.compressed_frames >= len(bodies)
     finally:
         sock.close()
+
+
+def test_short_pushes_go_plain_even_with_deflate(server, people):
+    """A push under COMPRESS_MIN_BYTES is sent uncompressed: deflate would save a few
+    hundred bytes and cost every reader an inflate."""
+    alice, bob = people("alice", "bob")
+    sock = RawSocket(bob)
+    try:
+        assert "permessage-deflate" in sock.head.lower()
+        sock.texts_until('hx-swap="innerHTML"')  # the snapshot: long, so compressed
+        before = sock.compressed_frames
+        assert before >= 1
+        alice.connect().say("a short line")
+        sock.texts_until("a short line")
+        assert sock.compressed_frames == before
+    finally:
+        sock.close()
+
+
+def test_messages_that_arrive_together_all_arrive_in_order_once(server, people):
+    """Frames sent in one write are handled as one batch (their pushes coalesced):
+    every listener still gets each message once, in order, and the sender each ack."""
+    alice, bob = people("alice", "bob")
+    listener = RawSocket(bob)
+    sender = RawSocket(alice)
+    try:
+        listener.texts_until('hx-swap="innerHTML"')
+        sender.texts_until('hx-swap="innerHTML"')
+        bodies = [f"together {i} {uuid.uuid4().hex}" for i in range(7)]  # two batches
+        frames = [json.dumps({"body": body, "client_id": str(uuid.uuid4()),
+                              "csrf_token": sender.csrf, "headers": {"HX-Request": "true"}})
+                  for body in bodies]
+        sender.sock.sendall(b"".join(_masked(f) for f in frames))  # one write
+        got = "".join(listener.texts_until(bodies[-1]))
+        positions = [got.find(body) for body in bodies]
+        assert -1 not in positions and positions == sorted(positions)
+        assert all(got.count(body) == 1 for body in bodies)
+        acks = 0
+        while acks < len(bodies):
+            acks += sum('id="composer"' in t for t in sender.texts_until('id="composer"'))
+        assert acks == len(bodies)
+    finally:
+        listener.close()
+        sender.close()
+
+
+def _masked(text: str) -> bytes:
+    """One masked client text frame."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+COALESCE_SCRIPT = r"""
+from gevent import monkey
+monkey.patch_all()
+from chatapp.realtime.client import Client, Frame, coalesced
+
+class Sock:
+    def __init__(self):
+        self.writes = []
+    def send(self, data, flags=0):
+        self.writes.append(bytes(data))
+        return len(data)
+    def shutdown(self, how):
+        pass
+
+class Closer:
+    def send(self, event):
+        return b"\x88\x02\x03\xe8"
+
+class WS:
+    def __init__(self):
+        self.sock = Sock()
+        self.ws = type("Proto", (), {"connection": None, "handshake": None})()
+        self.connected = True
+
+def client():
+    c = Client(WS(), 1, 1, queue_size=10, send_timeout=1, ping_interval=30)
+    return c
+
+frames = [Frame(f"<p>frame {i}</p>") for i in range(3)]
+a, b = client(), client()
+with coalesced():
+    for f in frames:
+        a.push(f)
+        b.push(f)
+    assert a.ws.sock.writes == [] and b.ws.sock.writes == [], "held until the block ends"
+joined = b"".join(f.wire(0) for f in frames)
+assert a.ws.sock.writes == [joined], a.ws.sock.writes
+assert b.ws.sock.writes == [joined], b.ws.sock.writes
+
+c = client()
+for f in frames:
+    c.push(f)
+assert c.ws.sock.writes == [f.wire(0) for f in frames], "outside a block: written at once"
+
+d = client()
+d.ws.ws = Closer()
+with coalesced():
+    d.push(frames[0])
+    d.close(1000)
+assert d.ws.sock.writes == [frames[0].wire(0), b"\x88\x02\x03\xe8"], d.ws.sock.writes
+print("ok")
+"""
+
+
+def test_pushes_in_a_coalesced_block_leave_in_one_write_per_socket():
+    """Under gevent, coalesced() holds pushes and writes each socket's in one system call,
+    in order; outside it a push is written at once; closing writes what is held first."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", COALESCE_SCRIPT], capture_output=True,
+                          text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_coalesced_is_a_no_op_outside_gevent():
+    """In a thread of the development server a push is written at once."""
+    from gevent.monkey import is_module_patched
+
+    from chatapp.realtime.client import Client, Frame, coalesced
+
+    assert not is_module_patched("socket")
+
+    class Sock:
+        writes = []
+
+        def send(self, data, flags=0):
+            self.writes.append(bytes(data))
+            return len(data)
+
+    ws = type("WS", (), {"sock": Sock(), "connected": True,
+                         "ws": type("P", (), {"connection": None, "handshake": None})()})()
+    client = Client(ws, 1, 1, queue_size=10, send_timeout=1, ping_interval=30)
+    frame = Frame("<p>now</p>")
+    with coalesced():
+        client.push(frame)
+        assert ws.sock.writes == [frame.wire(0)]
 
 
 def test_without_deflate_frames_are_plain(server, people):
@@ -211,11 +354,11 @@ def test_a_frame_is_encoded_once_for_all_its_sockets():
     """Fan-out shares one encoding (and one compression) of a frame among its recipients."""
     from chatapp.realtime.client import Frame
 
-    frame = Frame("<p>" + "hello " * 100 + "</p>")
+    frame = Frame("<p>" + "hello " * 300 + "</p>")
     assert frame.wire(15) is frame.wire(15)
     assert frame.wire(0) is frame.wire(0)
     assert frame.wire(15)[0] == 0xC1 and frame.wire(0)[0] == 0x81
     wire = frame.wire(15)
-    assert wire[1] < 126  # 600 bytes of text deflate to a short frame
+    assert wire[1] < 126  # 1,800 bytes of text deflate to a short frame
     inflated = zlib.decompressobj(-15).decompress(wire[2:] + b"\x00\x00\xff\xff")
     assert inflated.decode() == frame.text

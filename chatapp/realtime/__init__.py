@@ -23,7 +23,7 @@ def init_app(app) -> Realtime:
     """Create this process's hub, backplane and read tracker; add the socket route."""
     from .client import InlineReader
 
-    # Each socket's handler reads it (Client.messages()): no reader thread per socket.
+    # Each socket's handler reads it (Client.batches()): no reader thread per socket.
     app.config.setdefault("SOCK_SERVER_OPTIONS", {})["thread_class"] = InlineReader
     hub = Hub()
     realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=ReadTracker(app))

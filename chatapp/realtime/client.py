@@ -7,6 +7,11 @@ What a socket costs decides how many one worker holds, so each costs as little a
   push writes straight to the kernel's buffer without blocking. Only when that buffer is
   full does a writer start, draining a bounded backlog and ending when it is empty.
 - A pushed Frame carries its wire bytes, built once per frame for all its recipients.
+- Messages that arrive together are handled together (Client.batches()), inside
+  coalesced(): what each socket is pushed meanwhile leaves in one write at the end. At
+  light load a message arrives alone and is written at once, as before; when the server
+  falls behind, several arrive per read and each recipient costs one system call for
+  all of them, so the cost per delivery falls as the load rises.
 - permessage-deflate, which simple-websocket accepts whenever a browser offers it: each
   frame is compressed once, with a fresh compressor (no context taken over between
   messages), so no socket keeps a compressor (about 256 KB of zlib state each), and a
@@ -24,6 +29,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left
+from contextlib import contextmanager
 
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
@@ -39,13 +45,23 @@ MESSAGE_TOO_BIG = 1009
 SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
 
-# Frames shorter than this go out uncompressed: deflate would save next to nothing.
-COMPRESS_MIN_BYTES = 128
+# Messages from one socket handled together, at most: a burst shares its recipients'
+# writes, yet cannot keep the other sockets waiting long.
+BATCH_MESSAGES = 4
+
+# Frames shorter than this go out uncompressed (the threshold of Node's ws library): a
+# chat message's push is ~500 bytes, where deflate saves ~200 and every reader pays an
+# inflate. Connect snapshots and sidebars, many kilobytes, are compressed.
+COMPRESS_MIN_BYTES = 1024
 
 try:  # gevent sockets take a per-call timeout; 0.0 means "never wait"
+    from gevent.monkey import is_module_patched
     from gevent.socket import socket as _gevent_socket
 except ImportError:  # pragma: no cover - gevent is a dependency
     _gevent_socket = ()
+
+    def is_module_patched(_name):
+        return False
 
 
 def _header(opcode_byte: int, size: int) -> bytes:
@@ -99,6 +115,36 @@ def _nonblocking_send(sock):
     return lambda data, _send=sock.send: _send(data, socket.MSG_DONTWAIT)
 
 
+# The sockets pushed to inside coalesced(), per greenlet (threading.local is greenlet-local
+# under gevent), and how many such blocks are open in the process: while none is, a push
+# does not look further.
+_local = threading.local()
+_holds = 0
+
+
+@contextmanager
+def coalesced():
+    """Hold this greenlet's pushes until the block ends, then write each socket's at once.
+
+    Frames for one socket keep their order and leave in a single write. Only under
+    gevent: in a thread of the development server a push is written at once, since
+    another thread could then push to the same socket while its frames are held.
+    """
+    global _holds
+    if getattr(_local, "outbox", None) is not None or not is_module_patched("socket"):
+        yield  # nested, or not under gevent
+        return
+    outbox = _local.outbox = []
+    _holds += 1
+    try:
+        yield
+    finally:
+        _holds -= 1
+        _local.outbox = None
+        for client in outbox:
+            client._flush_held()
+
+
 class SnapshotIds:
     """The ids of the messages a connect snapshot showed, kept compactly.
 
@@ -125,7 +171,7 @@ class SnapshotIds:
 class InlineReader:
     """Stands in for simple-websocket's reader thread, which is never started.
 
-    The route's handler reads the socket itself (Client.messages()), so a socket costs one
+    The route's handler reads the socket itself (Client.batches()), so a socket costs one
     greenlet, not two. Configured through SOCK_SERVER_OPTIONS["thread_class"].
     """
 
@@ -186,6 +232,7 @@ class Client:
         if self._frames is not None:
             ws.ws.handshake = None
         self._write_now = _nonblocking_send(ws.sock)
+        self._held: list | None = None  # frames held by coalesced(), oldest first
         self._backlog: list = []  # bytes or memoryviews waiting for the writer, oldest first
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -199,7 +246,26 @@ class Client:
         """Send a frame without blocking; close the socket with 1013 if its backlog is full."""
         if type(frame) is not Frame:
             frame = Frame(frame)
-        self._send(frame.wire(self.window_bits))
+        data = frame.wire(self.window_bits)
+        held = self._held
+        if held is not None:  # frames already wait for the end of a coalesced() block
+            held.append(data)
+        elif _holds and (outbox := getattr(_local, "outbox", None)) is not None:
+            self._held = [data]
+            outbox.append(self)
+        else:
+            self._send(data)
+
+    def _flush_held(self) -> None:
+        """Write the frames coalesced() held for this socket: one write for all of them."""
+        held, self._held = self._held, None
+        if not held:
+            return  # already written (the socket closed meanwhile)
+        if len(held) > 1 and self._writer is None:
+            self._send(b"".join(held))
+        else:  # a writer is draining: its backlog counts frames one by one
+            for data in held:
+                self._send(data)
 
     def _send(self, data, last: bool = False) -> None:
         """Write now if nothing is waiting, else queue; last: end the socket after data.
@@ -295,7 +361,12 @@ class Client:
             pass
 
     def _finish(self, frame: bytes) -> None:
-        """Drop whatever waits (a frame being written is finished), send frame, then end."""
+        """Drop whatever waits (a frame being written is finished), send frame, then end.
+
+        Frames held by coalesced() are not waiting on a slow peer: they go first, as
+        they would have without it.
+        """
+        self._flush_held()
         with self._lock:
             self.closing = True
             self._backlog.clear()
@@ -323,8 +394,9 @@ class Client:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def messages(self):
-        """Each message the page sends, until the socket closes.
+    def batches(self):
+        """The messages the page sends, in lists of those that arrived together, until the
+        socket closes (at most BATCH_MESSAGES a list).
 
         Answers pings and the closing handshake on the way, and pings the page when it has
         been quiet for ping_interval (so proxies keep the connection open).
@@ -353,6 +425,7 @@ class Client:
                 events = list(frames.events())
             except LocalProtocolError:  # data after the closing handshake
                 break
+            batch = []
             for event in events:
                 if isinstance(event, Message):
                     parts.append(event.data)
@@ -363,7 +436,10 @@ class Client:
                     if event.message_finished and not self.closing:
                         joiner = "" if isinstance(event, TextMessage) else b""
                         message, parts, size = joiner.join(parts), [], 0
-                        yield message
+                        batch.append(message)
+                        if len(batch) == BATCH_MESSAGES:
+                            yield batch
+                            batch = []
                 elif isinstance(event, Ping):
                     self._send(conn.send(event.response()))
                 elif isinstance(event, CloseConnection):
@@ -373,5 +449,7 @@ class Client:
                     except Exception:  # noqa: BLE001 - we had closed first
                         reply = b""
                     self._finish(reply)
+            if batch and not self.closing:
+                yield batch
         self.closing = True
         ws.connected = False

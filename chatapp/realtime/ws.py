@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import nullcontext
 
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
@@ -17,7 +18,7 @@ from limits.strategies import FixedWindowRateLimiter
 from ..extensions import db, limiter, sock
 from ..models import Conversation, Message, User, unread_counts
 from . import events, get
-from .client import Client, SnapshotIds
+from .client import Client, SnapshotIds, coalesced
 
 log = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
@@ -204,13 +205,16 @@ def socket(ws, conversation_id: int):
         events.mark_read(user.id, conversation)
         snapshot(client, conversation, user)
         db.session.commit()  # hold no transaction while waiting for the next frame
-        for raw in client.messages():  # this greenlet is the socket's reader too
-            try:
-                handle_frame(client, conversation, user, raw)
-            finally:
-                db.session.rollback()  # only after a failure: a frame ends committed
-            # Let the writers run before the next frame: a burst from one sender must not
-            # starve every socket's writer of the CPU (a no-op switch outside gevent).
+        for batch in client.batches():  # this greenlet is the socket's reader too
+            # Messages that arrived together: their pushes to each socket share one write.
+            with coalesced() if len(batch) > 1 else nullcontext():
+                for raw in batch:
+                    try:
+                        handle_frame(client, conversation, user, raw)
+                    finally:
+                        db.session.rollback()  # only after a failure: a frame ends committed
+            # Let the other sockets run before the next batch: a burst from one sender
+            # must not keep the CPU to itself (a no-op switch outside gevent).
             time.sleep(0)
     finally:
         realtime.hub.detach(client)
