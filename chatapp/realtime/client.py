@@ -248,7 +248,9 @@ class Client:
             frame = Frame(frame)
         data = frame.wire(self.window_bits)
         held = self._held
-        if held is not None:  # frames already wait for the end of a coalesced() block
+        if held is not None:
+            # Frames already wait for the end of a coalesced() block (this greenlet's or
+            # another's): this one joins them, so the socket's frames keep their order.
             held.append(data)
         elif _holds and (outbox := getattr(_local, "outbox", None)) is not None:
             self._held = [data]
