@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     select,
     update,
@@ -379,13 +380,8 @@ class Message(db.Model):
         # The author has read everything up to their own message. A plain (Core) UPDATE:
         # no object in the session needs to learn of it.
         db.session.execute(
-            update(Membership.__table__)
-            .where(
-                Membership.user_id == author.id,
-                Membership.conversation_id == conversation.id,
-                Membership.last_read_id < message.id,
-            )
-            .values(last_read_id=message.id)
+            _statements().author_read,
+            {"reader": author.id, "conversation": conversation.id, "message": message.id},
         )
         if commit:
             db.session.commit()
@@ -414,14 +410,7 @@ class Message(db.Model):
         with its author and image joined in.
         """
         return db.session.execute(
-            select(Message.author_id, Message.created_at)
-            .where(
-                Message.conversation_id == self.conversation_id,
-                Message.id < self.id,
-                Message.deleted_at.is_(None),
-            )
-            .order_by(Message.id.desc())
-            .limit(1)
+            _statements().previous, {"conversation": self.conversation_id, "message": self.id}
         ).first()
 
     def continues(self, previous: Message | None) -> bool:
@@ -515,3 +504,40 @@ def open_direct(user: User, peer: User) -> Conversation:
                 pass  # a concurrent request added it
     db.session.commit()
     return conversation
+
+
+class _Statements:
+    """Statements run for every message, built once: building a statement from its
+    Python expression costs more than SQLAlchemy's cached compile of it (~50 µs each)."""
+
+    def __init__(self):
+        membership = Membership.__table__
+        self.author_read = (
+            update(membership)
+            .where(
+                membership.c.user_id == bindparam("reader"),
+                membership.c.conversation_id == bindparam("conversation"),
+                membership.c.last_read_id < bindparam("message"),
+            )
+            .values(last_read_id=bindparam("message"))
+        )
+        self.previous = (
+            select(Message.author_id, Message.created_at)
+            .where(
+                Message.conversation_id == bindparam("conversation"),
+                Message.id < bindparam("message"),
+                Message.deleted_at.is_(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+
+_built: _Statements | None = None
+
+
+def _statements() -> _Statements:
+    global _built
+    if _built is None:
+        _built = _Statements()
+    return _built
