@@ -34,7 +34,7 @@ def test_a_private_chat_reaches_its_two_members_and_nobody_else(server, people):
     a.wait_for("just between us")
     # Bob is in the public room: the chat appears in his sidebar with a badge.
     frame = b_room.wait_for(lambda f: badge(f, 1))
-    assert f"/c/{chat}" in frame and "just between us" not in frame
+    assert f'id="badge-{chat}"' in frame and "just between us" not in frame
     # Bob opens it: the message is there, and new ones arrive live.
     b = bob.connect(chat)
     assert "just between us" in b.frames[-1]
@@ -100,6 +100,34 @@ def test_private_chats_are_listed_by_latest_activity(server, people):
     time.sleep(0.3)
     nav = alice.get("/").text.split('aria-label="Conversations"')[1]
     assert nav.index(f"/c/{with_carol}") < nav.index(f"/c/{with_bob}")
+
+
+def test_a_chat_at_the_head_of_the_sidebar_gets_a_badge_not_a_new_sidebar(server, people):
+    """A message that moves a chat to the head of a member's sidebar re-renders it; the
+    next ones change no order, so only the badge (and the title count) is pushed."""
+    alice, bob, carol = people("alice", "bob", "carol")
+    with_alice, with_carol = open_chat(bob, "alice"), open_chat(bob, "carol")
+    carol.connect(with_carol).say("carol first")
+    a = alice.connect(with_alice)
+    room = bob.connect()  # Bob's sidebar: the chat with Carol on top, then Alice's
+    nav = room.frames[-1].split('aria-label="Conversations"')[1]
+    assert nav.index(f"/c/{with_carol}") < nav.index(f"/c/{with_alice}")
+    a.say("first")
+    first = room.wait_for(lambda f: badge(f, 1) and f"badge-{with_alice}" in f)
+    nav = first.split('hx-target="#sidebar"')[1]  # re-rendered: Alice's chat moved up
+    assert nav.index(f"/c/{with_alice}") < nav.index(f"/c/{with_carol}")
+    seen_by_alice, seen_by_bob = len(a.frames), len(room.frames)
+    a.say("second")
+    second = room.wait_for(lambda f: badge(f, 2))
+    assert f'hx-target="#badge-{with_alice}"' in second and "<title>(3) Public room" in second
+    a.wait_for("second")
+    a.drain(0.5)
+    room.drain(0.5)
+    later = a.frames[seen_by_alice:] + room.frames[seen_by_bob:]
+    assert not any('hx-target="#sidebar"' in f for f in later), "a sidebar was re-rendered"
+    # What a reload shows agrees with what was pushed.
+    page = bob.get("/").text
+    assert badge(page, 2) and "<title>(3) Public room" in page
 
 
 def test_find_people(server, people):

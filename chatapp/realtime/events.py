@@ -96,6 +96,7 @@ def refresh_sidebar(user_id: int) -> None:
         if client.conversation_id not in rendered:
             current = db.session.get(Conversation, client.conversation_id)
             context = sidebar_context(user, current, unread)
+            realtime.hub.sidebar_rendered(user_id, context["chats"])
             rendered[client.conversation_id] = render_template(
                 "pushes/sidebar_changed.html", sidebar=context, title=client.title
             )

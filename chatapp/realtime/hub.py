@@ -22,6 +22,9 @@ class UserState:
     # Messages with ids up to this were already counted when `unread` was loaded.
     watermark: int
     clients: set[Client] = field(default_factory=set)
+    # The private chat at the head of this user's sidebar as last rendered here: a
+    # message there changes no order, so the sidebar needs no re-rendering for it.
+    top_chat: int | None = None
 
     @property
     def total(self) -> int:
@@ -114,20 +117,21 @@ class Hub:
             recipients = self.users.keys() if members is None else members
             for user_id in list(recipients):
                 state = self.users.get(user_id)
-                if state is None or user_id == author_id or user_id in readers:
+                if state is None:
                     continue
-                if message_id <= state.watermark:
-                    continue
-                state.unread[conversation_id] = state.unread.get(conversation_id, 0) + 1
-                if members is None:
-                    self._push_badge(state, conversation_id)
-            if members is not None:
-                sidebar_refresh = [u for u in members if u in self.users]
+                if user_id != author_id and user_id not in readers \
+                        and message_id > state.watermark:
+                    state.unread[conversation_id] = state.unread.get(conversation_id, 0) + 1
+                    if members is None or state.top_chat == conversation_id:
+                        self._push_badge(state, conversation_id)
+                if members is not None and state.top_chat != conversation_id:
+                    sidebar_refresh.append(user_id)
         readers.discard(author_id)
         if self.on_read is not None and readers:
             self.on_read(readers, conversation_id, message_id)
-        # A private message reorders both members' sidebars (and may add a new entry):
-        # at most two users, so re-rendering their sidebar is cheap and always right.
+        # A private message moves its chat to the head of both members' sidebars (and may
+        # add it): re-rendered for a member unless it is at the head already, where a
+        # badge (above) is all that changes.
         if self.on_private_activity is not None:
             for user_id in sidebar_refresh:
                 self.on_private_activity(user_id)
@@ -188,6 +192,12 @@ class Hub:
                     title=client.title,
                 )
             )
+
+    def sidebar_rendered(self, user_id: int, chats) -> None:
+        """A sidebar of this user was rendered with these (conversation, peer) chats."""
+        state = self.users.get(user_id)
+        if state is not None:
+            state.top_chat = chats[0][0].id if chats else None
 
     def push_to_user(self, user_id: int, frame: str) -> None:
         """Send a frame to every socket of one user in this process."""

@@ -152,12 +152,14 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
 
     messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
     client.skip_ids = SnapshotIds(m.id for m in messages)
+    sidebar = sidebar_context(user, conversation)
+    get().hub.sidebar_rendered(user.id, sidebar["chats"])
     client.push(
         render_template(
             "pushes/snapshot.html",
             conversation=conversation,
             messages=messages,
-            sidebar=sidebar_context(user, conversation),
+            sidebar=sidebar,
             title=client.title,
         )
     )
