@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -533,11 +534,7 @@ class _Statements:
         )
 
 
-_built: _Statements | None = None
-
-
+@cache
 def _statements() -> _Statements:
-    global _built
-    if _built is None:
-        _built = _Statements()
-    return _built
+    """The statements, built on first use (the mapped classes exist by then)."""
+    return _Statements()
