@@ -182,7 +182,7 @@ class RedisBackplane:
             with coalesced():
                 for _ in range(BATCH_MESSAGES):
                     # Subscription notices come only before the first event on a
-                    # connection: anything else here is an event.
+                    # connection; anything that is not an event is skipped, as in _run.
                     if message["type"] == "message":
                         self._deliver(json.loads(message["data"]))
                     message = pubsub.get_message(timeout=0.0)  # only what is already here
