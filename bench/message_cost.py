@@ -124,11 +124,13 @@ def main() -> None:
             send(50)  # warm-up: statement caches, templates
             totals: Counter = Counter()
             if args.sections:
+                from chatapp import posting
                 from chatapp.models import Message
                 from chatapp.realtime import events
 
-                for name in ("_parse", "_check_body", "_check_rate", "_composer"):
-                    timed(route, name, totals)
+                timed(route, "_parse", totals)
+                for name in ("message_text", "check_rate", "acknowledgement"):
+                    timed(posting, name, totals)
                 timed(events, "message_event", totals)
                 timed(events, "publish", totals, "publish (fan-out)")
                 timed(Message, "previous", totals, "  of which previous()")

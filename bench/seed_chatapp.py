@@ -13,7 +13,7 @@ import sys
 from flask_migrate import upgrade
 
 from chatapp import create_app
-from chatapp.models import Conversation, Membership, User, db, open_direct
+from chatapp.models import Conversation, Membership, User, db
 
 PASSWORD = "bench password 1"
 
@@ -43,7 +43,8 @@ def main(users: int, pairs: int) -> None:
         for p in range(pairs):
             a = db.session.get(User, ids[2 * p])
             b = db.session.get(User, ids[2 * p + 1])
-            chats.append(open_direct(a, b).id)
+            chats.append(Conversation.direct(a, b).id)
+            db.session.commit()
         print(" ".join(str(c) for c in [room.id, *chats]))
 
 

@@ -59,6 +59,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import admin, assets, auth, chat, cli, realtime, uploads
     from .models import MAX_ID
+    from .posting import new_client_id
+    from .realtime import ws
 
     class IdConverter(IntegerConverter):
         """<int:...> in our URLs: a number a database id can hold, else no such page (404)."""
@@ -90,6 +92,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(chat.bp)
     app.register_blueprint(admin.bp)
     realtime.init_app(app)
+    app.register_blueprint(ws.bp)
     uploads.init_app(app)
     cli.init_app(app)
     assets.init_app(app)
@@ -97,6 +100,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)
     app.jinja_env.globals["dom_id"] = dom_id
+    app.jinja_env.globals["new_client_id"] = new_client_id
     app.jinja_env.filters["hash_hue"] = hash_hue
 
     @app.before_request

@@ -16,10 +16,9 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from .admin_search import MessageSearchForm, conversation_labels, like_anywhere, search_messages
-from .auth import safe_next
-from .chat import id_arg
 from .models import AuditEntry, Conversation, Image, Message, User, db
 from .realtime import events
+from .views import id_arg, safe_next, send_image
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -128,8 +127,6 @@ def delete_message(message_id: int):
 @bp.route("/images/<int:image_id>/<any(thumb, full):size>")
 def image(image_id: int, size: str):
     """An image of any message, private or deleted, for the console (admins only)."""
-    from .uploads import send_image
-
     found = db.session.get(Image, image_id) or abort(404)
     return send_image(found, thumbnail=size == "thumb")
 

@@ -9,9 +9,8 @@ from sqlalchemy import select
 from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
-from .models import (
-    PUBLIC_KEY, Conversation, Membership, Message, User, db, direct_key, like_literal,
-)
+from .database import like_literal
+from .models import PUBLIC_KEY, Conversation, Membership, Message, User, db
 
 PUBLIC_NAMES = {"public", "public room"}
 
@@ -92,7 +91,7 @@ def search_messages(form: MessageSearchForm, before: int | None = None):
             keys = select(Conversation.id).where(Conversation.key == PUBLIC_KEY)
         elif len(users) == 2:
             keys = select(Conversation.id).where(
-                Conversation.key == direct_key(users[0].id, users[1].id)
+                Conversation.key == Conversation.direct_key(users[0].id, users[1].id)
             )
         else:
             keys = (

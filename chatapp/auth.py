@@ -1,7 +1,5 @@
 """Accounts: register, log in, log out."""
 
-from urllib.parse import urlsplit
-
 from flask import (
     Blueprint,
     current_app,
@@ -20,6 +18,7 @@ from wtforms.validators import EqualTo, InputRequired, Length, Regexp, Validatio
 
 from .extensions import limiter, login_manager
 from .models import USERNAME_RE, User, db
+from .views import safe_next
 
 bp = Blueprint("auth", __name__)
 TAKEN = "That username is taken; choose another."
@@ -80,24 +79,6 @@ def load_user(session_id: str):
     return user
 
 
-def safe_next(target: str | None) -> str:
-    """Return a local path to go to after logging in; never another site."""
-    if target:
-        parts = urlsplit(target)
-        if (
-            not parts.scheme
-            and not parts.netloc
-            and target.startswith("/")
-            and not target.startswith("//")
-            and "\\" not in target
-            # Control characters: browsers drop tabs and newlines ("/\t/evil"), and a
-            # Location header cannot hold a line break.
-            and target.isprintable()
-        ):
-            return target
-    return url_for("chat.index")
-
-
 def _start_session(user: User, remember: bool) -> None:
     """Log the user in with a fresh session (no fixation of an earlier one)."""
     session.clear()
@@ -115,6 +96,7 @@ def register():
     if form.validate_on_submit():
         try:
             user = User.register(form.username.data, form.password.data)
+            db.session.commit()
         except IntegrityError:  # someone took the name between the check and the insert
             db.session.rollback()
             form.username.errors.append(TAKEN)

@@ -1,113 +1,30 @@
 """Chat pages and the HTML fragments they load: rooms, private chats, history, people."""
 
-import uuid
-
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from .models import (
-    MAX_ID,
-    Conversation,
-    Membership,
-    User,
-    db,
-    like_literal,
-    open_direct,
-    unread_counts,
-)
+from .database import like_literal
+from .models import Conversation, Membership, User, db
+from .posting import new_client_id
 from .realtime import events
+from .views import SIDEBAR_PEOPLE, id_arg, member_conversation_or_404, sidebar_context
 
 bp = Blueprint("chat", __name__)
-
-SIDEBAR_PEOPLE = 20  # other users listed without searching; find the rest by name
-
-
-def id_arg(name: str, maximum: int = MAX_ID) -> int | None:
-    """A positive whole-number query argument up to `maximum`; None if absent or not one."""
-    value = request.args.get(name, type=int)
-    return value if value is not None and 1 <= value <= maximum else None
-
-
-def member_conversation_or_404(conversation_id: int) -> Conversation:
-    """The conversation if the current user may see it; 404 otherwise, as if absent."""
-    conversation = db.session.get(Conversation, conversation_id)
-    if conversation is None or not conversation.is_member(current_user):
-        abort(404)
-    return conversation
-
-
-def sidebar_context(
-    user: User, current: Conversation | None, unread: dict[int, int] | None = None
-) -> dict:
-    """What the Conversations sidebar shows for a user: rooms, chats, people, badges.
-
-    `unread` is this process's live count for a connected user; without it the counts
-    are read from the database.
-    """
-    room = Conversation.public_room()
-    unread = dict(unread) if unread is not None else unread_counts(user.id)
-    if current is not None:
-        # The conversation on screen is being read (its pointer may be saved a moment later).
-        unread.pop(current.id, None)
-    chats = _private_chats(user)
-    chatted = {peer.id for _, peer in chats}
-    people = db.session.scalars(
-        select(User)
-        .where(User.id != user.id, User.active.is_(True), User.id.not_in(chatted or [0]))
-        .order_by(User.username_key)
-        .limit(SIDEBAR_PEOPLE)
-    ).all()
-    return {
-        "room": room,
-        "chats": chats,
-        "people": people,
-        "unread": unread,
-        "total_unread": sum(unread.values()),
-        "current": current,
-        "user": user,
-    }
-
-
-def _private_chats(user: User) -> list[tuple[Conversation, User]]:
-    """The user's private chats with their peers, most recently active first."""
-    mine = select(Membership.conversation_id).where(Membership.user_id == user.id)
-    rows = db.session.execute(
-        select(Conversation, User)
-        .join(Membership, Membership.conversation_id == Conversation.id)
-        .join(User, User.id == Membership.user_id)
-        .where(
-            Conversation.id.in_(mine),
-            Conversation.key != "public",
-            Membership.user_id != user.id,
-        )
-        .order_by(
-            Conversation.last_message_at.is_(None),
-            Conversation.last_message_at.desc(),
-            Conversation.id.desc(),
-        )
-    ).all()
-    return [(conversation, peer) for conversation, peer in rows]
-
-
-def new_client_id() -> str:
-    """A fresh id for the composer, so a resend of the same text is recognised."""
-    return str(uuid.uuid4())
 
 
 def render_conversation(conversation: Conversation):
     """The chat page for a conversation the user may see; opening it marks it read."""
-    events.mark_read(current_user.id, conversation)
+    latest = Membership.mark_read(current_user.id, conversation)
+    db.session.commit()
+    events.conversation_read(current_user.id, conversation.id, latest)
     messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
-    peer = None
-    if not conversation.is_public:
-        peer_id = next(i for i in conversation.member_ids() if i != current_user.id)
-        peer = db.session.get(User, peer_id)
+    peer = conversation.peer_of(current_user)
     return render_template(
         "chat/conversation.html",
         conversation=conversation,
         peer=peer,
-        title=peer.username if peer else "Public room",
+        title=conversation.title_for(current_user, peer),
         messages=messages,
         client_id=new_client_id(),
         sidebar=sidebar_context(current_user, conversation),
@@ -135,7 +52,8 @@ def direct(username: str):
     peer = User.by_username(username)
     if peer is None or peer.id == current_user.id or not peer.active:
         abort(404)
-    conversation = open_direct(current_user, peer)
+    conversation = Conversation.direct(current_user, peer)
+    db.session.commit()
     return redirect(url_for("chat.conversation", conversation_id=conversation.id))
 
 

@@ -67,3 +67,11 @@ def make_psycopg_green() -> bool:
     waiting._ready = waiting._ready_poll
     waiting.DefaultSelector = selectors.DefaultSelector
     return True
+
+
+def like_literal(text: str) -> str:
+    """Escape LIKE's wildcards (with backslash) so the text matches only itself.
+
+    NUL characters are dropped: no name or message holds one, and PostgreSQL refuses them.
+    """
+    return text.replace("\x00", "").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

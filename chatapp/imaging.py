@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .posting import Refusal
+
 # Pillow identifies the file only among these; SVG, HTML, text and the rest never get a
 # chance to be parsed as anything.
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
@@ -21,8 +23,10 @@ MAX_FRAMES = 100
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-class Refused(ValueError):
+class Refused(Refusal, ValueError):
     """An upload that is not an acceptable image; the message is shown to the sender."""
+
+    status = 422
 
 
 NOT_AN_IMAGE = "That file is not an image. Attach a PNG, JPEG, GIF or WebP picture."

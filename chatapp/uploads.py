@@ -6,21 +6,17 @@ import logging
 import os
 import secrets
 import threading
-import uuid
 
-from flask import Blueprint, abort, current_app, render_template, request, send_file
+from flask import Blueprint, abort, current_app, request
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
-from limits import parse as parse_limit
 from sqlalchemy import select
-from werkzeug.security import safe_join
 
-from . import imaging
-from .chat import member_conversation_or_404, new_client_id
-from .extensions import db, limiter
-from .imaging import Refused
-from .models import Image, Message
-from .realtime import events
+from . import imaging, posting
+from .extensions import db
+from .models import Conversation, Image, Message
+from .posting import Refusal
+from .views import member_conversation_or_404, send_image
 
 log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__)
@@ -29,28 +25,17 @@ bp = Blueprint("uploads", __name__)
 # per process, so memory stays bounded however many people upload together.
 _decoding = threading.BoundedSemaphore(2)
 
-IMAGE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
-
 
 def init_app(app) -> None:
     """Register the blueprint and give Pillow's header check our pixel limit."""
     imaging.set_pixel_limit(app.config["MAX_IMAGE_PIXELS"])
     app.register_blueprint(bp)
-    app.jinja_env.globals.setdefault("new_client_id", new_client_id)
-
-
-class Refusal(Exception):
-    """An upload that changes nothing; the sender sees why, with an HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 def _refuse(message: str, status: int):
     """The error fragment that appears in the composer (htmx swaps it whatever the status)."""
     log.info("upload by user %s refused (%s): %s", current_user.get_id(), status, message)
-    return render_template("pushes/composer_error.html", error=message), status
+    return posting.refusal_fragment(message), status
 
 
 @bp.errorhandler(413)
@@ -76,8 +61,8 @@ def upload(conversation_id: int):
     """Post an attached image (with an optional caption) as one message, pushed live."""
     conversation = member_conversation_or_404(conversation_id)
     try:
-        client_id = _client_id(request.form.get("client_id"))
-        caption = _caption(request.form.get("body", ""))
+        client_id = posting.client_id(request.form.get("client_id"), "upload")
+        caption = posting.caption_text(request.form.get("body", ""))
         upload = request.files.get("image")
         if upload is None or _size(upload.stream) == 0:
             raise Refusal("Choose an image to attach first.")
@@ -87,7 +72,7 @@ def upload(conversation_id: int):
             )
         )
         if sent is None:  # a resend of an acknowledged upload is only acknowledged again
-            _check_rate(current_user.id)
+            posting.check_rate(current_user.id)
             # Decoding takes a while: hold no database transaction (nor connection) meanwhile.
             db.session.rollback()
             with _decoding:
@@ -95,31 +80,9 @@ def upload(conversation_id: int):
                     imaging.process, upload.stream, current_app.config["MAX_IMAGE_PIXELS"]
                 )
             _post(conversation, caption, client_id, processed)
-    except Refused as refused:
-        return _refuse(str(refused), 422)
-    except Refusal as refusal:
+    except Refusal as refusal:  # imaging.Refused among them (422)
         return _refuse(str(refusal), refusal.status)
-    return render_template(
-        "pushes/composer_reset.html", conversation_id=conversation.id, client_id=new_client_id()
-    )
-
-
-def _client_id(value) -> str:
-    """The composer's id for this upload, so a resend never makes a second message."""
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise Refusal("That upload could not be read. Reload the page and try again.")
-
-
-def _caption(body: str) -> str:
-    """The optional text sent with the image, within the message length limit."""
-    body = body.strip()
-    limit = current_app.config["MAX_MESSAGE_CHARS"]
-    problem = Message.text_problem(body, limit, "Captions")
-    if problem:
-        raise Refusal(problem)
-    return body
+    return posting.acknowledgement(conversation.id)
 
 
 def _size(stream) -> int:
@@ -128,13 +91,6 @@ def _size(stream) -> int:
     size = stream.tell()
     stream.seek(0)
     return size
-
-
-def _check_rate(user_id: int) -> None:
-    """Images count against the same rate as text messages."""
-    item = parse_limit(current_app.config["MESSAGE_RATE"])
-    if not limiter.limiter.hit(item, "messages", str(user_id)):
-        raise Refusal("You are sending messages too fast. Wait a moment, then send again.", 429)
 
 
 def _off_the_loop(fn, *args):
@@ -149,7 +105,7 @@ def _off_the_loop(fn, *args):
 
 
 def _post(conversation, caption: str, client_id: str, processed: imaging.Processed) -> None:
-    """Store the files, then the image and its message in one commit, then announce it."""
+    """Store the files, then post the image and its message (one commit, then announced)."""
     stem = _random_stem()
     path = _write(f"{stem}.{processed.extension}", processed.original.data)
     thumb = processed.thumb or processed.original
@@ -165,13 +121,11 @@ def _post(conversation, caption: str, client_id: str, processed: imaging.Process
         thumb_height=thumb.height,
     )
     try:
-        message, created = Message.post(conversation, current_user, caption, client_id, image=image)
+        _, created = posting.post(conversation, current_user, caption, client_id, image=image)
     except BaseException:
         _remove(path, thumb_path)
         raise
-    if created:
-        events.message_created(message)
-    else:  # a concurrent resend stored it first: these files belong to nothing
+    if not created:  # a concurrent resend stored it first: these files belong to nothing
         _remove(path, thumb_path)
 
 
@@ -217,30 +171,7 @@ def thumbnail(image_id: int):
 def _send(image_id: int, thumbnail: bool):
     """Serve a stored file as the type it was stored as, to members only (others 404)."""
     image = db.session.get(Image, image_id)
-    conversation = image.shown_in() if image else None
+    conversation = Conversation.showing(image) if image else None
     if conversation is None or not conversation.is_member(current_user):
         abort(404)
     return send_image(image, thumbnail)
-
-
-def send_image(image: Image, thumbnail: bool):
-    """The stored file of an image, for a caller that has checked who may see it."""
-    full = safe_join(current_app.config["UPLOAD_DIR"], image.thumb_path if thumbnail else image.path)
-    if full is None or not os.path.isfile(full):
-        log.warning("image %s is missing its file", image.id)
-        abort(404)
-    extension = full.rsplit(".", 1)[-1]
-    response = send_file(
-        full,
-        mimetype=image.content_type,
-        conditional=True,
-        etag=True,
-        download_name=f"image-{image.id}{'-thumb' if thumbnail else ''}.{extension}",
-    )
-    # Private content: browsers may keep it, shared caches may not.
-    response.headers["Cache-Control"] = "private, max-age=86400"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    # Even if a browser rendered the file as a document, it could run nothing.
-    response.headers["Content-Security-Policy"] = IMAGE_CSP
-    response.vary.add("Cookie")
-    return response

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from chatapp.models import AuditEntry, Conversation, Image, Message, User, db, open_direct
+from chatapp.models import AuditEntry, Conversation, Image, Message, User, db
 from conftest import MESSAGE_ID, PASSWORD, ROOT, Person, base_env, csrf_from
 
 ROW = re.compile(r'id="admin-message-(\d+)"')
@@ -25,7 +25,7 @@ def post(conversation, author, body, created_at=None) -> int:
     message, _ = Message.post(conversation, author, body, str(uuid.uuid4()))
     if created_at:
         message.created_at = created_at
-        db.session.commit()
+    db.session.commit()
     return message.id
 
 
@@ -37,8 +37,8 @@ def _build_world(app, runner) -> dict:
         alice, bob, carol = (User.register(n, PASSWORD) for n in ("alice", "bob", "carol"))
         root = User.by_username("root")
         room = Conversation.public_room()
-        dm = open_direct(alice, bob)
-        dm2 = open_direct(alice, carol)
+        dm = Conversation.direct(alice, bob)
+        dm2 = Conversation.direct(alice, carol)
         ids = {
             "hello": post(room, alice, "hello everyone"),
             "lunch": post(room, bob, "lunch plans at noon"),
@@ -49,6 +49,7 @@ def _build_world(app, runner) -> dict:
         image = Image(path="world.png", thumb_path="world-thumb.png", content_type="image/png",
                       width=80, height=60, size_bytes=100, thumb_width=40, thumb_height=30)
         ids["picture"] = Message.post(dm, bob, "", str(uuid.uuid4()), image=image)[0].id
+        db.session.commit()  # models flush; the caller commits
         return {
             "ids": ids, "dm": dm.id, "dm2": dm2.id, "room": room.id,
             "alice": alice.id, "bob": bob.id, "root": root.id, "image": image.id,

@@ -161,17 +161,17 @@ def test_pages_need_login(client, path):
 def test_hashing_a_password_holds_no_database_connection(app, auth, monkeypatch):
     """argon2 takes ~100 ms a login: holding a pooled connection through it, a burst of
     logins drained the pool and the rest failed with 500 (found by bench/'s chat mix)."""
-    from chatapp import models
+    from chatapp import passwords
 
     auth.register("alice")
     held = []
-    real = models._hashing
+    real = passwords._hashing
 
     def hashing(fn, *args):
         held.append(db.engine.pool.checkedout())
         return real(fn, *args)
 
-    monkeypatch.setattr(models, "_hashing", hashing)
+    monkeypatch.setattr(passwords, "_hashing", hashing)
     with app.app_context():
         assert User.authenticate("alice", PASSWORD).username == "alice"
         assert User.authenticate("alice", "wrong password") is None
@@ -190,7 +190,7 @@ def test_hashing_leaves_the_event_loop_free_under_gevent():
     code = """
 from gevent import monkey; monkey.patch_all()
 import gevent
-from chatapp import models
+from chatapp import passwords
 ticks = []
 def tick():
     while True:
@@ -199,7 +199,7 @@ def tick():
 gevent.spawn(tick)
 gevent.sleep(0.01)
 before = len(ticks)
-models._hashing(models._hasher.hash, "a password to hash")
+passwords._hashing(passwords._hasher.hash, "a password to hash")
 print(len(ticks) - before)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

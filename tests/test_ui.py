@@ -95,10 +95,11 @@ def test_the_names_people_and_tests_find_things_by(two, client):
 
 
 def test_history_pages_back_through_everything_with_no_gaps_or_repeats(two, client):
-    from chatapp.models import Conversation, User, db, open_direct
+    from chatapp.models import Conversation, User, db
 
     with two.app_context():
-        direct = open_direct(User.by_username("alice"), User.by_username("bob"))
+        direct = Conversation.direct(User.by_username("alice"), User.by_username("bob"))
+        db.session.commit()
         direct_id = direct.id
     for conversation_id, path in ((1, "/"), (direct_id, f"/c/{direct_id}")):
         with two.app_context():

@@ -1,58 +1,43 @@
-"""Real-time delivery: sockets, the per-process hub and the backplane between processes."""
+"""Real-time delivery: sockets, the per-process hub and the backplane between processes.
+
+Who does what: events.py builds events and publishes them; backplane.py (or
+redis_backplane.py) carries them to every process; hub.py delivers them to the sockets
+of its process (client.py writes the bytes). The hub is given everything it calls back
+at construction, here: the read tracker, the sidebar renderer and the unread recount.
+The socket route (ws.py) is a blueprint the app factory registers.
+"""
 
 import time
-from dataclasses import dataclass
 
-from flask import current_app
-
+from ..extensions import db
+from ..models import Membership
+from . import events
 from .backplane import create_backplane
+from .client import InlineReader
+from .current import EXTENSION, Realtime, get
 from .hub import Hub
 from .reads import ReadTracker
+from .sidebars import render_sidebars
+
+__all__ = ["Realtime", "close_for_restart", "get", "init_app"]
 
 
-@dataclass
-class Realtime:
-    """The real-time machinery of one process."""
-
-    hub: Hub
-    backplane: object
-    reads: ReadTracker
+def _recount_unread(user_ids, conversation_id: int) -> dict[int, int]:
+    """Unread counts of one conversation for these users, holding no transaction after."""
+    counts = Membership.recount_unread(user_ids, conversation_id)
+    db.session.rollback()  # the hub holds no transaction open
+    return counts
 
 
 def init_app(app) -> Realtime:
-    """Create this process's hub, backplane and read tracker; add the socket route."""
-    from .client import InlineReader
-
+    """Create this process's hub, backplane and read tracker."""
     # Each socket's handler reads it (Client.batches()): no reader thread per socket.
     app.config.setdefault("SOCK_SERVER_OPTIONS", {})["thread_class"] = InlineReader
-    hub = Hub()
-    realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=ReadTracker(app))
-    hub.on_read = realtime.reads.mark
-
-    def refresh(user_id: int) -> None:
-        from . import events
-
-        events.refresh_sidebar(user_id)
-
-    hub.on_private_activity = refresh
-
-    def recount(user_ids, conversation_id):
-        from . import events
-
-        return events.recount_unread(user_ids, conversation_id)
-
-    hub.recount_unread = recount
-    app.extensions["chatapp.realtime"] = realtime
-
-    from . import ws
-
-    app.register_blueprint(ws.bp)
+    reads = ReadTracker(app, on_saved=events.reads_saved)
+    hub = Hub(on_read=reads.mark, render_sidebars=render_sidebars, recount_unread=_recount_unread)
+    realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=reads)
+    app.extensions[EXTENSION] = realtime
     return realtime
-
-
-def get() -> Realtime:
-    """The real-time machinery of the current app."""
-    return current_app.extensions["chatapp.realtime"]
 
 
 def close_for_restart(app, wait: float = 2.0) -> int:
@@ -63,7 +48,7 @@ def close_for_restart(app, wait: float = 2.0) -> int:
     to a live worker, where the connect snapshot catches the page up. Waits up to
     `wait` seconds for the close frames to leave. Returns how many sockets it closed.
     """
-    realtime = getattr(app, "extensions", {}).get("chatapp.realtime")
+    realtime = getattr(app, "extensions", {}).get(EXTENSION)
     if realtime is None:
         return 0
     realtime.backplane.stop()

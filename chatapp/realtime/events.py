@@ -1,21 +1,19 @@
-"""What happened, told to every process: published only after the transaction commits."""
+"""What happened, told to every process: built here, published only after the commit.
+
+This module builds events and hands them to the backplane; the hub (hub.py) delivers
+them to sockets. It runs no query and commits nothing.
+"""
 
 from __future__ import annotations
 
 from flask import render_template
-from sqlalchemy import update
 
-from . import get
+from .current import get
 
 
 def publish(event: dict) -> None:
     """Send an event to every process's hub (this one included)."""
     get().backplane.publish(event)
-
-
-def message_created(message) -> None:
-    """Announce a stored (committed) message."""
-    publish(message_event(message))
 
 
 def message_event(message) -> dict:
@@ -35,27 +33,14 @@ def message_event(message) -> dict:
     }
 
 
-def mark_read(user_id: int, conversation) -> None:
-    """The user is looking at a conversation: read it all, and clear its badge everywhere."""
-    from ..models import Membership, db
-
-    latest = conversation.latest_message_id()
-    db.session.execute(
-        update(Membership)
-        .where(
-            Membership.user_id == user_id,
-            Membership.conversation_id == conversation.id,
-            Membership.last_read_id < latest,
-        )
-        .values(last_read_id=latest)
-    )
-    db.session.commit()
+def conversation_read(user_id: int, conversation_id: int, message_id: int) -> None:
+    """A user has read a conversation up to a message: its badge clears everywhere."""
     publish(
         {
             "type": "conversation_read",
             "user_id": user_id,
-            "conversation_id": conversation.id,
-            "message_id": latest,
+            "conversation_id": conversation_id,
+            "message_id": message_id,
         }
     )
 
@@ -75,34 +60,6 @@ def reads_saved(batch: dict[tuple[int, int], int]) -> None:
         )
 
 
-def refresh_sidebar(user_id: int) -> None:
-    """Re-render the sidebar in each of a user's local sockets (private chat activity)."""
-    from ..chat import sidebar_context
-    from ..models import Conversation, User, db
-
-    realtime = get()
-    clients = realtime.hub.clients_of(user_id)
-    if not clients:
-        return
-    user = db.session.get(User, user_id)
-    if user is None:
-        return
-    # The hub's in-memory counts are newer than the database: read pointers of what
-    # is on screen are saved in batches a moment later.
-    state = realtime.hub.users.get(user_id)
-    unread = {c: n for c, n in state.unread.items() if n} if state else None
-    rendered: dict[int, str] = {}
-    for client in clients:
-        if client.conversation_id not in rendered:
-            current = db.session.get(Conversation, client.conversation_id)
-            context = sidebar_context(user, current, unread)
-            realtime.hub.sidebar_rendered(user_id, context["chats"])
-            rendered[client.conversation_id] = render_template(
-                "pushes/sidebar_changed.html", sidebar=context, title=client.title
-            )
-        client.push(rendered[client.conversation_id])
-
-
 def message_deleted(message) -> None:
     """A moderator hid a message: every open page showing it removes it."""
     publish(
@@ -117,20 +74,3 @@ def message_deleted(message) -> None:
 def user_deactivated(user_id: int) -> None:
     """An account was deactivated: every process closes that user's sockets."""
     publish({"type": "user_deactivated", "user_id": user_id})
-
-
-def recount_unread(user_ids: list[int], conversation_id: int) -> dict[int, int]:
-    """Unread messages in one conversation for several users, in one query."""
-    from ..models import Membership, db, unread_query
-
-    rows = db.session.execute(
-        unread_query(Membership.user_id)
-        .where(
-            Membership.conversation_id == conversation_id,
-            Membership.user_id.in_(user_ids),
-        )
-        .group_by(Membership.user_id)
-    )
-    counts = {user_id: count for user_id, count in rows}
-    db.session.rollback()  # the hub holds no transaction open
-    return counts

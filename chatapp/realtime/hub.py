@@ -40,13 +40,18 @@ class Hub:
     thousand sockets costs no database statement.
     """
 
-    def __init__(self):
+    def __init__(self, *, on_read, render_sidebars, recount_unread):
+        """on_read(user_ids, conversation_id, message_id): these users saw a message
+        (the read tracker saves it later). render_sidebars(user_id, clients, unread):
+        push a fresh sidebar to these sockets of a user; returns the private chats as
+        rendered, or None. recount_unread(user_ids, conversation_id): unread counts of
+        one conversation for these users, from the database (after a deletion)."""
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
-        self.on_read = None  # set by the read tracker: (user_ids, conversation_id, message_id)
-        self.on_private_activity = None  # set by realtime.events: refresh a member's sidebar
-        self.recount_unread = None  # set by realtime.events: (user_ids, conversation_id) -> counts
+        self.on_read = on_read
+        self.render_sidebars = render_sidebars
+        self.recount_unread = recount_unread
 
     # -- who is connected --------------------------------------------------------------
 
@@ -127,14 +132,27 @@ class Hub:
                 if members is not None and state.top_chat != conversation_id:
                     sidebar_refresh.append(user_id)
         readers.discard(author_id)
-        if self.on_read is not None and readers:
+        if readers:
             self.on_read(readers, conversation_id, message_id)
         # A private message moves its chat to the head of both members' sidebars (and may
         # add it): re-rendered for a member unless it is at the head already, where a
         # badge (above) is all that changes.
-        if self.on_private_activity is not None:
-            for user_id in sidebar_refresh:
-                self.on_private_activity(user_id)
+        for user_id in sidebar_refresh:
+            self._refresh_sidebar(user_id)
+
+    def _refresh_sidebar(self, user_id: int) -> None:
+        """Re-render the sidebar in each of a user's sockets here (private chat activity)."""
+        with self._lock:
+            state = self.users.get(user_id)
+            if state is None:
+                return
+            clients = list(state.clients)
+            # These in-memory counts are newer than the database: read pointers of what
+            # is on screen are saved in batches a moment later.
+            unread = {c: n for c, n in state.unread.items() if n}
+        chats = self.render_sidebars(user_id, clients, unread)
+        if chats is not None:
+            self.sidebar_rendered(user_id, chats)
 
     def _on_conversations_read(self, event: dict) -> None:
         # Pointers saved elsewhere in one batch; only users connected here cost anything.
@@ -164,7 +182,7 @@ class Hub:
             counted = [u for u, s in self.users.items() if s.unread.get(conversation_id)]
         for client in viewers:
             client.push(frame)
-        if counted and self.recount_unread is not None:
+        if counted:
             fresh = self.recount_unread(counted, conversation_id)  # one query, rare event
             with self._lock:
                 for user_id in counted:
@@ -198,11 +216,6 @@ class Hub:
         state = self.users.get(user_id)
         if state is not None:
             state.top_chat = chats[0][0].id if chats else None
-
-    def push_to_user(self, user_id: int, frame: str) -> None:
-        """Send a frame to every socket of one user in this process."""
-        for client in self.clients_of(user_id):
-            client.push(frame)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every socket of this process (shutdown, restart)."""

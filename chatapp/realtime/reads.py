@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from ..models import Membership, db
+
 log = logging.getLogger(__name__)
 
 
@@ -14,11 +16,12 @@ class ReadTracker:
     A message to a busy room is read at once by everyone viewing it; writing each
     pointer as it happens would be one UPDATE per viewer per message. Instead the
     newest id per (user, conversation) is kept in memory and flushed in one
-    transaction every `interval` seconds.
+    transaction every `interval` seconds; on_saved(batch) then tells the other processes.
     """
 
-    def __init__(self, app, interval: float = 1.0):
+    def __init__(self, app, on_saved, interval: float = 1.0):
         self.app = app
+        self.on_saved = on_saved
         self.interval = interval
         self._pending: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
@@ -43,11 +46,10 @@ class ReadTracker:
             batch, self._pending = self._pending, {}
         if not batch:
             return
-        from ..models import Membership, db
-
         with self.app.app_context():
             try:
                 Membership.advance(batch)
+                db.session.commit()
             except Exception:  # noqa: BLE001 - keep the pointers for the next try
                 log.exception("could not save %d read pointers", len(batch))
                 db.session.rollback()
@@ -56,9 +58,7 @@ class ReadTracker:
                         if self._pending.get(key, 0) < message_id:
                             self._pending[key] = message_id
                 return
-            from . import events
-
-            events.reads_saved(batch)
+            self.on_saved(batch)
 
     def _run(self) -> None:
         while True:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from contextlib import nullcontext
 
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
-from limits import parse as parse_limit
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
 
-from ..extensions import db, limiter, sock
-from ..models import Conversation, Message, User, unread_counts
-from . import events, get
+from .. import posting
+from ..extensions import db, sock
+from ..models import Conversation, Membership, Message, User
+from ..posting import Refusal
+from ..views import sidebar_context
+from . import events
 from .client import Client, SnapshotIds, coalesced
+from .current import get
 
 log = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
@@ -55,18 +55,6 @@ def refuse_strangers():
         abort(429, f"You have {limit} tabs open. Close one, then reload this page.")
 
 
-class Refusal(Exception):
-    """A frame that changes nothing; the sender sees why."""
-
-
-def _composer(conversation_id: int, client_id: str | None = None, body: str = "") -> str:
-    return render_template(
-        "pushes/composer_reset.html",
-        conversation_id=conversation_id,
-        client_id=client_id or str(uuid.uuid4()),
-    )
-
-
 def _parse(raw) -> dict:
     """Check a frame's shape: JSON object, known fields, valid CSRF token and client id."""
     if not isinstance(raw, str):
@@ -87,69 +75,29 @@ def _parse(raw) -> dict:
         validate_csrf(data["csrf_token"])
     except ValidationError:
         raise Refusal("Your session has changed. Reload the page to send messages.")
-    try:
-        data["client_id"] = str(uuid.UUID(str(data.get("client_id"))))
-    except ValueError:
-        raise Refusal("That message could not be read. Reload the page and try again.")
+    data["client_id"] = posting.client_id(data.get("client_id"))
     if not isinstance(data.get("body"), str):
         raise Refusal("Type a message first.")
     return data
-
-
-def _check_body(body: str) -> str:
-    body = body.strip()
-    limit = current_app.config["MAX_MESSAGE_CHARS"]
-    if not body:
-        raise Refusal("Type a message first.")
-    problem = Message.text_problem(body, limit)
-    if problem:
-        raise Refusal(problem)
-    return body
-
-
-# Counts messages while the shared store (Redis) is unreachable: per process, but a limit.
-_local_limiter: FixedWindowRateLimiter | None = None
-
-
-def _check_rate(user_id: int) -> None:
-    global _local_limiter
-    item = parse_limit(current_app.config["MESSAGE_RATE"])
-    try:
-        allowed = limiter.limiter.hit(item, "messages", str(user_id))
-    except Exception as exc:  # noqa: BLE001 - Redis down must not stop people talking
-        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
-        if _local_limiter is None:
-            _local_limiter = FixedWindowRateLimiter(MemoryStorage())
-        allowed = _local_limiter.hit(item, "messages", str(user_id))
-    if not allowed:
-        raise Refusal("You are sending messages too fast. Wait a moment, then send again.")
 
 
 def handle_frame(client: Client, conversation: Conversation, user: User, raw) -> None:
     """Post the composer's message, or tell the sender why not."""
     try:
         data = _parse(raw)
-        body = _check_body(data["body"])
-        _check_rate(client.user_id)
+        body = posting.message_text(data["body"])
+        posting.check_rate(client.user_id)
     except Refusal as refusal:
         log.info("frame from user %s refused: %s", user.id, refusal)
-        client.push(render_template("pushes/composer_error.html", error=str(refusal)))
+        client.push(posting.refusal_fragment(str(refusal)))
         return
-    # The push is rendered inside the transaction that stores the message (its grouping
-    # reads the message before it there), and published only after the commit.
-    message, created = Message.post(conversation, user, body, data["client_id"], commit=False)
-    event = events.message_event(message) if created else None
-    db.session.commit()
-    if event is not None:
-        events.publish(event)
+    posting.post(conversation, user, body, data["client_id"])
     # The acknowledgement: a fresh, empty composer (with a new client id).
-    client.push(_composer(client.conversation_id))
+    client.push(posting.acknowledgement(client.conversation_id))
 
 
 def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     """Bring the page up to date: the current window of messages and the sidebar."""
-    from ..chat import sidebar_context
-
     messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
     client.skip_ids = SnapshotIds(m.id for m in messages)
     sidebar = sidebar_context(user, conversation)
@@ -165,21 +113,10 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     )
 
 
-def conversation_title(conversation: Conversation, user: User) -> str:
-    """What a page calls its conversation: "Public room" or the other member's name."""
-    if conversation.is_public:
-        return "Public room"
-    peer_id = next(i for i in conversation.member_ids() if i != user.id)
-    peer = db.session.get(User, peer_id)
-    return peer.username if peer else "Private chat"
-
-
 def _load_state(user_id: int):
     """Unread counts of a user as this process starts tracking them."""
-    from sqlalchemy import func, select
-
-    watermark = db.session.scalar(select(func.coalesce(func.max(Message.id), 0)))
-    return unread_counts(user_id), watermark
+    watermark = Message.newest_id()
+    return Membership.unread_counts(user_id), watermark
 
 
 @sock.route("/ws/<int:conversation_id>", bp=bp)
@@ -200,11 +137,13 @@ def socket(ws, conversation_id: int):
         queue_size=config["SEND_QUEUE_SIZE"],
         send_timeout=config["SEND_TIMEOUT"],
         ping_interval=config["PING_INTERVAL"],
-        title=conversation_title(conversation, user),
+        title=conversation.title_for(user),
     )
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
-        events.mark_read(user.id, conversation)
+        latest = Membership.mark_read(user.id, conversation)
+        db.session.commit()
+        events.conversation_read(user.id, conversation.id, latest)
         snapshot(client, conversation, user)
         db.session.commit()  # hold no transaction while waiting for the next frame
         for batch in client.batches():  # this greenlet is the socket's reader too

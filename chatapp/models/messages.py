@@ -1,0 +1,179 @@
+"""Messages and the images they show."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .base import GROUP_GAP, utcnow
+
+
+class Image(db.Model):
+    """A stored, re-encoded image and its thumbnail."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random storage names relative to the upload directory; never the user's file name.
+    path: Mapped[str] = mapped_column(String(128), unique=True)
+    thumb_path: Mapped[str] = mapped_column(String(128))
+    content_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int]
+    height: Mapped[int]
+    size_bytes: Mapped[int]
+    thumb_width: Mapped[int]
+    thumb_height: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(db.Model):
+    """Something a user said in a conversation."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        # A resend of the same composer (same client_id) must not make a second row.
+        UniqueConstraint("author_id", "client_id", name="uq_messages_author_client"),
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+    client_id: Mapped[str] = mapped_column(String(36))
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    author = relationship("User", lazy="joined")
+    conversation = relationship("Conversation")
+    image: Mapped[Image | None] = relationship(lazy="joined")
+
+    @classmethod
+    def post(cls, conversation, author, body: str, client_id: str,
+             image: Image | None = None) -> tuple[Message, bool]:
+        """Store a message once per (author, client_id); return it and whether it is new.
+
+        Adds and flushes; the caller commits, and may first render the message while it
+        and its author and conversation are still loaded (a commit expires them). It
+        publishes only after the commit, so an event never announces an uncommitted row.
+        A resend rolls the caller's transaction back (its flush failed) and returns the
+        stored message.
+        """
+        # Insert first: a resend is rare, and the unique (author, client_id) catches it.
+        now = utcnow()
+        message = cls(
+            conversation_id=conversation.id,
+            author_id=author.id,
+            body=body,
+            client_id=client_id,
+            image=image,
+            created_at=now,
+        )
+        db.session.add(message)
+        conversation.last_message_at = now  # written by the same flush as the message
+        try:
+            db.session.flush()
+        except IntegrityError:  # a resend: this composer's message is already stored
+            db.session.rollback()
+            return db.session.scalar(
+                select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
+            ), False
+        # The author has read everything up to their own message. A plain (Core) UPDATE:
+        # no object in the session needs to learn of it.
+        db.session.execute(
+            _statements().author_read,
+            {"reader": author.id, "conversation": conversation.id, "message": message.id},
+        )
+        return message, True
+
+    @classmethod
+    def latest_id(cls, conversation_id: int) -> int:
+        """Id of the newest message in a conversation, 0 when empty."""
+        return db.session.scalar(
+            select(func.coalesce(func.max(cls.id), 0)).where(cls.conversation_id == conversation_id)
+        )
+
+    @classmethod
+    def newest_id(cls) -> int:
+        """Id of the newest message anywhere, 0 when there is none."""
+        return db.session.scalar(select(func.coalesce(func.max(cls.id), 0)))
+
+    @classmethod
+    def window(cls, conversation_id: int, limit: int, before_id: int | None = None) -> list[Message]:
+        """Up to `limit` shown messages of a conversation, oldest first, optionally older
+        than `before_id`."""
+        query = select(cls).where(cls.conversation_id == conversation_id, cls.deleted_at.is_(None))
+        if before_id is not None:
+            query = query.where(cls.id < before_id)
+        rows = db.session.scalars(query.order_by(cls.id.desc()).limit(limit)).all()
+        return list(reversed(rows))
+
+    def soft_delete(self) -> bool:
+        """Hide this message everywhere (moderation); False if it was already hidden."""
+        if self.deleted_at is not None:
+            return False
+        self.deleted_at = utcnow()
+        return True
+
+    def previous(self):
+        """The message shown just before this one in its conversation, if any.
+
+        Only what grouping needs of it (author_id, created_at): a row, not a whole Message
+        with its author and image joined in.
+        """
+        return db.session.execute(
+            _statements().previous, {"conversation": self.conversation_id, "message": self.id}
+        ).first()
+
+    def continues(self, previous: Message | None) -> bool:
+        """Tell whether this message joins the previous one's group (same author, soon after)."""
+        return (
+            previous is not None
+            and previous.author_id == self.author_id
+            and not self.starts_day(previous)
+            and self.created_at - previous.created_at < GROUP_GAP
+        )
+
+    def starts_day(self, previous: Message | None) -> bool:
+        """Tell whether a day separator goes before this message."""
+        return previous is None or previous.created_at.date() != self.created_at.date()
+
+
+class _Statements:
+    """Statements run for every message, built once: building a statement from its
+    Python expression costs more than SQLAlchemy's cached compile of it (~50 µs each)."""
+
+    def __init__(self):
+        # The memberships table by name: its class (conversations.py) builds on this module.
+        membership = db.metadata.tables["memberships"]
+        self.author_read = (
+            update(membership)
+            .where(
+                membership.c.user_id == bindparam("reader"),
+                membership.c.conversation_id == bindparam("conversation"),
+                membership.c.last_read_id < bindparam("message"),
+            )
+            .values(last_read_id=bindparam("message"))
+        )
+        self.previous = (
+            select(Message.author_id, Message.created_at)
+            .where(
+                Message.conversation_id == bindparam("conversation"),
+                Message.id < bindparam("message"),
+                Message.deleted_at.is_(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+
+
+@cache
+def _statements() -> _Statements:
+    """The statements, built on first use (every mapped class exists by then)."""
+    return _Statements()

@@ -1,0 +1,151 @@
+"""People: accounts, and the audit log of what administrators did to them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .. import passwords
+from ..extensions import db
+from .base import utcnow
+from .conversations import Conversation, Membership
+
+
+class User(UserMixin, db.Model):
+    """A person with an account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(32))
+    # Usernames are unique ignoring case; the lower-cased copy carries the constraint.
+    username_key: Mapped[str] = mapped_column(String(32), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    active: Mapped[bool] = mapped_column(default=True)
+    # Bumped to end every session of this user (logout everywhere, deactivation).
+    session_epoch: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return self.active
+
+    def get_id(self) -> str:
+        """Identify the session: user id plus epoch, so bumping the epoch logs it out."""
+        return f"{self.id}:{self.session_epoch}"
+
+    def set_password(self, password: str) -> None:
+        """Store an argon2id hash of the password."""
+        self.password_hash = passwords.hash_password(password)
+
+    def check_password(self, password: str) -> bool:
+        """Tell whether the password matches, rehashing when parameters changed."""
+        stored = self.password_hash
+        if not passwords.verify(stored, password):
+            return False
+        if passwords.needs_rehash(stored):
+            self.set_password(password)
+        return True
+
+    @classmethod
+    def by_username(cls, username: str) -> User | None:
+        """Find a user by name, ignoring case."""
+        if len(username) > 32 or "\x00" in username:  # no such name (PostgreSQL refuses NUL)
+            return None
+        return db.session.scalar(select(cls).where(cls.username_key == username.lower()))
+
+    @classmethod
+    def authenticate(cls, username: str, password: str) -> User | None:
+        """The user with this name and password, if any (active or not).
+
+        An unknown name costs the same argon2 work as a wrong password, so the time a
+        login takes does not tell whether an account exists. The read transaction ends
+        before hashing: a burst of logins must not hold a pooled connection each while
+        they wait their turn to hash (the pool would run out, and logins fail).
+        """
+        user = cls.by_username(username)
+        stored = user.password_hash if user is not None else None
+        db.session.rollback()  # read only so far; gives the connection back to the pool
+        if stored is None:
+            stored = passwords.dummy_hash()
+        if not passwords.verify(stored, password) or user is None:
+            return None
+        if passwords.needs_rehash(stored):
+            user.set_password(password)  # the caller commits
+        return user
+
+    @classmethod
+    def register(cls, username: str, password: str) -> User:
+        """Create an account and give it a seat in the public room, read up to now.
+
+        Flushes (the name's unique constraint speaks here); the caller commits.
+        """
+        user = cls(username=username, username_key=username.lower())
+        user.set_password(password)
+        db.session.add(user)
+        db.session.flush()
+        room = Conversation.public_room()
+        db.session.add(
+            Membership(conversation=room, user=user, last_read_id=room.latest_message_id())
+        )
+        db.session.flush()
+        return user
+
+    @property
+    def initials(self) -> str:
+        """One or two letters for the avatar."""
+        parts = [p for p in re.split(r"[_.\-]", self.username) if p]
+        if len(parts) >= 2:
+            return (parts[0][0] + parts[1][0]).upper()
+        return self.username[:2].upper()
+
+    # -- administration (the caller commits, then publishes) ---------------------------
+
+    def deactivate(self) -> None:
+        """Refuse this user's logins and end every session they have."""
+        self.active = False
+        self.session_epoch += 1
+
+    def reactivate(self) -> None:
+        """Let this user log in again (their old sessions stay ended)."""
+        self.active = True
+
+    def promote(self) -> None:
+        """Make this user an administrator."""
+        self.is_admin = True
+
+    def demote(self) -> None:
+        """Take administration away from this user."""
+        self.is_admin = False
+
+
+class AuditEntry(db.Model):
+    """A record of an administrator's sensitive action."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    target_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    actor: Mapped[User] = relationship(foreign_keys=[actor_id])
+    target_user: Mapped[User | None] = relationship(foreign_keys=[target_user_id])
+    conversation: Mapped[Conversation | None] = relationship()
+
+    @classmethod
+    def record(cls, actor: User, action: str, *, conversation_id: int | None = None,
+               target_user_id: int | None = None, detail: str = "") -> AuditEntry:
+        """Add an entry to the audit log (committed with the caller's transaction)."""
+        entry = cls(actor_id=actor.id, action=action, conversation_id=conversation_id,
+                    target_user_id=target_user_id, detail=detail[:2000])
+        db.session.add(entry)
+        return entry

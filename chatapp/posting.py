@@ -1,0 +1,124 @@
+"""One road for changing messages: check, store, render once, commit, then publish.
+
+The socket route (realtime/ws.py) and the image upload (uploads.py) only translate
+their input and call this module; later verbs (edit, delete, react) join it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import current_app, render_template
+from limits import parse as parse_limit
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+
+from .extensions import db, limiter
+from .models import Conversation, Image, Message, User
+from .realtime import events
+
+log = logging.getLogger(__name__)
+
+TOO_FAST = "You are sending messages too fast. Wait a moment, then send again."
+
+
+class Refusal(Exception):
+    """A change that changes nothing; the sender sees why, with an HTTP status."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+def new_client_id() -> str:
+    """A fresh id for the composer, so a resend of the same text is recognised."""
+    return str(uuid.uuid4())
+
+
+def client_id(value, noun: str = "message") -> str:
+    """The composer's id from what the page sent, in canonical form."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise Refusal(f"That {noun} could not be read. Reload the page and try again.")
+
+
+def text_problem(text: str, limit: int, noun: str = "Messages") -> str | None:
+    """What is wrong with a message's (stripped) text for storing it, or None."""
+    if len(text) > limit:
+        return f"{noun} can be at most {limit} characters; yours has {len(text)}. Shorten it."
+    if "\x00" in text:  # PostgreSQL cannot store it, and no one types it
+        return f"{noun} cannot contain NUL characters. Remove them and send again."
+    return None
+
+
+def message_text(body: str) -> str:
+    """The text of a message to store: stripped, not empty, within the limits."""
+    body = body.strip()
+    if not body:
+        raise Refusal("Type a message first.")
+    problem = text_problem(body, current_app.config["MAX_MESSAGE_CHARS"])
+    if problem:
+        raise Refusal(problem)
+    return body
+
+
+def caption_text(body: str) -> str:
+    """The optional text sent with an image, within the message length limit."""
+    body = body.strip()
+    problem = text_problem(body, current_app.config["MAX_MESSAGE_CHARS"], "Captions")
+    if problem:
+        raise Refusal(problem)
+    return body
+
+
+# Counts messages while the shared store (Redis) is unreachable: per process, but a limit.
+_local_limiter: FixedWindowRateLimiter | None = None
+
+
+def check_rate(user_id: int) -> None:
+    """Refuse a sender over MESSAGE_RATE (text and images count together)."""
+    global _local_limiter
+    item = parse_limit(current_app.config["MESSAGE_RATE"])
+    try:
+        allowed = limiter.limiter.hit(item, "messages", str(user_id))
+    except Exception as exc:  # noqa: BLE001 - Redis down must not stop people talking
+        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
+        if _local_limiter is None:
+            _local_limiter = FixedWindowRateLimiter(MemoryStorage())
+        allowed = _local_limiter.hit(item, "messages", str(user_id))
+    if not allowed:
+        raise Refusal(TOO_FAST, 429)
+
+
+def post(conversation: Conversation, author: User, body: str, client_id: str,
+         image: Image | None = None) -> tuple[Message, bool]:
+    """Store a checked message once per client id, then announce it to every viewer.
+
+    The push is rendered inside the transaction that stores the message (its grouping
+    reads the message before it there, and the rows are still loaded), and published
+    only after the commit: no event ever announces an uncommitted row. Returns the
+    message and whether it is new (False: a resend of one already stored).
+    """
+    message, created = Message.post(conversation, author, body, client_id, image)
+    event = events.message_event(message) if created else None
+    db.session.commit()
+    if event is not None:
+        events.publish(event)
+    return message, created
+
+
+def acknowledgement(conversation_id: int) -> str:
+    """The sender's fresh, empty composer (with a new client id): the message is stored."""
+    return render_template(
+        "pushes/composer_reset.html", conversation_id=conversation_id, client_id=new_client_id()
+    )
+
+
+def refusal_fragment(error: str) -> str:
+    """The error shown in the sender's composer; nothing else on the page changes."""
+    return render_template("pushes/composer_error.html", error=error)
