@@ -237,9 +237,6 @@ class Client:
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> None:
-        """Kept for callers of the earlier API: there is nothing to start."""
-
     # -- writing -----------------------------------------------------------------------------
 
     def push(self, frame: Frame | str) -> None:
