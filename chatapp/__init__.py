@@ -57,6 +57,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from werkzeug.routing import IntegerConverter
 
+    # Blueprints and the rest are imported here, not at the top: importing any chatapp
+    # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
+    # wsgi.py's gevent monkey-patch must run before they import their libraries.
     from . import admin, assets, auth, chat, cli, realtime, uploads
     from .models import MAX_ID
     from .posting import new_client_id

@@ -5,6 +5,8 @@ import os
 import click
 from flask.cli import with_appcontext
 
+from .models import USERNAME_RE, User, db
+
 PASSWORD_ENV = "CHATAPP_ADMIN_PASSWORD"
 MIN_PASSWORD = 8
 
@@ -18,8 +20,6 @@ def create_admin(username: str) -> None:
     A new account's password is asked for twice, or read from CHATAPP_ADMIN_PASSWORD
     when a script runs this. An existing account keeps its password.
     """
-    from .models import USERNAME_RE, User, db
-
     user = User.by_username(username)
     if user is not None:
         was_inactive = not user.active

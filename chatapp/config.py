@@ -4,6 +4,8 @@ import os
 import secrets
 from pathlib import Path
 
+from .database import engine_options
+
 
 def _flag(name: str, default: bool = False) -> bool:
     """Read a yes/no environment variable."""
@@ -50,8 +52,6 @@ def _database_url(instance_path: str) -> str:
 
 def from_environment(instance_path: str, root_path: str) -> dict:
     """Build the Flask config mapping from environment variables."""
-    from .database import engine_options
-
     origins = os.environ.get("CHATAPP_ALLOWED_ORIGINS", "")
     database_url = _database_url(instance_path)
     redis_prefix = os.environ.get("CHATAPP_REDIS_PREFIX", "chatapp:")

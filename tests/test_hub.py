@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 from conftest import base_env
 
-from chatapp.realtime.client import POLICY_VIOLATION, Client, SnapshotIds
+from chatapp.realtime.client import Client, SnapshotIds
+from chatapp.realtime.frames import POLICY_VIOLATION
 from chatapp.realtime.hub import Hub
 from chatapp.realtime.reads import ReadTracker
 

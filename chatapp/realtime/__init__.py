@@ -13,7 +13,7 @@ from ..extensions import db
 from ..models import Membership
 from . import events
 from .backplane import create_backplane
-from .client import InlineReader
+from .reading import InlineReader
 from .current import EXTENSION, Realtime, get
 from .hub import Hub
 from .reads import ReadTracker

@@ -40,6 +40,7 @@ class LocalBackplane:
 def create_backplane(app, hub):
     """The Redis backplane when REDIS_URL is set, else the in-process one."""
     if app.config.get("REDIS_URL"):
+        # Imported only when configured: one process without Redis never loads its client.
         from .redis_backplane import RedisBackplane
 
         return RedisBackplane(app, hub, app.config["REDIS_URL"])

@@ -12,11 +12,7 @@ What a socket costs decides how many one worker holds, so each costs as little a
   light load a message arrives alone and is written at once, as before; when the server
   falls behind, several arrive per read and each recipient costs one system call for
   all of them, so the cost per delivery falls as the load rises.
-- permessage-deflate, which simple-websocket accepts whenever a browser offers it: each
-  frame is compressed once, with a fresh compressor (no context taken over between
-  messages), so no socket keeps a compressor (about 256 KB of zlib state each), and a
-  frame compressed once is valid on every socket that negotiated the extension. The
-  browser's decoder may keep its window; it only ever finds data it does not need.
+- permessage-deflate: each frame is compressed once for every socket (frames.py).
 """
 
 from __future__ import annotations
@@ -26,33 +22,16 @@ import select
 import socket
 import threading
 import time
-import zlib
 from array import array
 from bisect import bisect_left
 from contextlib import contextmanager
 
-from wsproto.events import CloseConnection, Message, Ping, TextMessage
-from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import LocalProtocolError
+from wsproto.events import CloseConnection
+
+from .frames import TRY_AGAIN_LATER, Frame, negotiated_window_bits
+from .reading import Reading
 
 log = logging.getLogger(__name__)
-
-# Close codes (RFC 6455 and the IANA registry).
-NORMAL = 1000
-GOING_AWAY = 1001
-POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
-SERVICE_RESTART = 1012
-TRY_AGAIN_LATER = 1013
-
-# Messages from one socket handled together, at most: a burst shares its recipients'
-# writes, yet cannot keep the other sockets waiting long.
-BATCH_MESSAGES = 4
-
-# Frames shorter than this go out uncompressed (the threshold of Node's ws library): a
-# chat message's push is ~500 bytes, where deflate saves ~200 and every reader pays an
-# inflate. Connect snapshots and sidebars, many kilobytes, are compressed.
-COMPRESS_MIN_BYTES = 1024
 
 try:  # gevent sockets take a per-call timeout; 0.0 means "never wait"
     from gevent.monkey import is_module_patched
@@ -62,47 +41,6 @@ except ImportError:  # pragma: no cover - gevent is a dependency
 
     def is_module_patched(_name):
         return False
-
-
-def _header(opcode_byte: int, size: int) -> bytes:
-    """The header of an unmasked (server-to-client) frame."""
-    if size < 126:
-        return bytes((opcode_byte, size))
-    if size < 65536:
-        return bytes((opcode_byte, 126)) + size.to_bytes(2, "big")
-    return bytes((opcode_byte, 127)) + size.to_bytes(8, "big")
-
-
-class Frame:
-    """One text message for any number of sockets, with its wire bytes built once.
-
-    wire(0) is the plain frame; wire(bits) the frame deflated with that window size, for
-    sockets that negotiated permessage-deflate. Each form is built on first use and then
-    shared, so fan-out to a thousand sockets encodes (and compresses) once.
-    """
-
-    __slots__ = ("text", "_wire")
-
-    def __init__(self, text: str):
-        self.text = text
-        self._wire: dict[int, bytes] = {}
-
-    def wire(self, window_bits: int) -> bytes:
-        data = self._wire.get(window_bits)
-        if data is None:
-            payload = self.text.encode()
-            opcode = 0x81  # FIN + text
-            if window_bits and len(payload) >= COMPRESS_MIN_BYTES:
-                deflate = zlib.compressobj(6, zlib.DEFLATED, -window_bits, 8)
-                packed = deflate.compress(payload) + deflate.flush(zlib.Z_SYNC_FLUSH)
-                packed = packed[:-4]  # RFC 7692: drop the empty block's 00 00 ff ff
-                if len(packed) < len(payload):
-                    payload, opcode = packed, 0xC1  # FIN + RSV1 (compressed) + text
-            data = self._wire[window_bits] = _header(opcode, len(payload)) + payload
-        return data
-
-
-PING = _header(0x89, 0)
 
 
 def _nonblocking_send(sock):
@@ -168,41 +106,7 @@ class SnapshotIds:
         return len(self._ids)
 
 
-class InlineReader:
-    """Stands in for simple-websocket's reader thread, which is never started.
-
-    The route's handler reads the socket itself (Client.batches()), so a socket costs one
-    greenlet, not two. Configured through SOCK_SERVER_OPTIONS["thread_class"].
-    """
-
-    name = "inline-reader"
-
-    def __init__(self, target=None, **kwargs):
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def join(self, timeout=None) -> None:
-        pass
-
-    def is_alive(self) -> bool:
-        return False
-
-
-def negotiated_window_bits(ws) -> int:
-    """The deflate window this socket's frames may use; 0 without permessage-deflate."""
-    try:
-        extensions = ws.ws.connection._proto.extensions
-    except AttributeError:
-        return 0
-    for extension in extensions:
-        if isinstance(extension, PerMessageDeflate) and extension.enabled():
-            return int(extension.server_max_window_bits)
-    return 0
-
-
-class Client:
+class Client(Reading):
     """A socket of one user, viewing one conversation.
 
     simple-websocket is not safe for concurrent sends, and its own send() may write a frame
@@ -390,65 +294,3 @@ class Client:
     @property
     def connected(self) -> bool:
         return self.ws.connected and not self.closing
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def batches(self):
-        """The messages the page sends, in lists of those that arrived together, until the
-        socket closes (at most BATCH_MESSAGES a list).
-
-        Answers pings and the closing handshake on the way, and pings the page when it has
-        been quiet for ping_interval (so proxies keep the connection open).
-        """
-        ws, conn, sock, frames = self.ws, self.ws.ws, self.ws.sock, self._frames
-        limit = ws.max_message_size
-        sock.settimeout(self.ping_interval)
-        parts: list = []
-        size = 0
-        while True:  # until the connection ends: a closing writer may still be draining
-            try:
-                data = sock.recv(ws.receive_bytes)
-            except TimeoutError:
-                if self.closing:
-                    if self._writer is None:
-                        break  # our close went out a while ago; the peer never answered
-                    continue  # keep reading (pongs) while the writer drains
-                self._send(PING)
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            try:
-                frames.receive_data(data)
-                events = list(frames.events())
-            except LocalProtocolError:  # data after the closing handshake
-                break
-            batch = []
-            for event in events:
-                if isinstance(event, Message):
-                    parts.append(event.data)
-                    size += len(event.data)
-                    if limit and size > limit:
-                        self.close(MESSAGE_TOO_BIG, "Message is too big")
-                        return
-                    if event.message_finished and not self.closing:
-                        joiner = "" if isinstance(event, TextMessage) else b""
-                        message, parts, size = joiner.join(parts), [], 0
-                        batch.append(message)
-                        if len(batch) == BATCH_MESSAGES:
-                            yield batch
-                            batch = []
-                elif isinstance(event, Ping):
-                    self._send(conn.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    ws.close_reason, ws.close_message = event.code, event.reason
-                    try:
-                        reply = conn.send(event.response())
-                    except Exception:  # noqa: BLE001 - we had closed first
-                        reply = b""
-                    self._finish(reply)
-            if batch and not self.closing:
-                yield batch
-        self.closing = True
-        ws.connected = False

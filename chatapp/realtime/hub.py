@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
-from .client import POLICY_VIOLATION, Client, Frame
+from .client import Client
+from .frames import POLICY_VIOLATION, Frame
 
 log = logging.getLogger(__name__)
 

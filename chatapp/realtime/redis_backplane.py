@@ -22,7 +22,9 @@ from flask import has_request_context
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .client import BATCH_MESSAGES, SERVICE_RESTART, coalesced
+from .client import coalesced
+from .frames import SERVICE_RESTART
+from .reading import BATCH_MESSAGES
 
 log = logging.getLogger(__name__)
 
