@@ -126,13 +126,12 @@ def main() -> None:
             if args.sections:
                 from chatapp import posting
                 from chatapp.models import Message
-                from chatapp.realtime import events
 
                 timed(route, "_parse", totals)
                 for name in ("message_text", "check_rate", "acknowledgement"):
                     timed(posting, name, totals)
-                timed(events, "message_event", totals)
-                timed(events, "publish", totals, "publish (fan-out)")
+                timed(posting, "message_event", totals)
+                timed(get().backplane, "publish", totals, "publish (fan-out)")
                 timed(Message, "previous", totals, "  of which previous()")
                 post = Message.post.__func__
                 Message.post = classmethod(

@@ -16,7 +16,7 @@ from limits.strategies import FixedWindowRateLimiter
 
 from .extensions import db, limiter
 from .models import Conversation, Image, Message, User
-from .realtime import events
+from .realtime.current import get
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,28 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     message and whether it is new (False: a resend of one already stored).
     """
     message, created = Message.post(conversation, author, body, client_id, image)
-    event = events.message_event(message) if created else None
+    event = message_event(message) if created else None
     db.session.commit()
     if event is not None:
-        events.publish(event)
+        get().backplane.publish(event)  # to every process's hub, this one included
     return message, created
+
+
+def message_event(message) -> dict:
+    """The event announcing a message, its push rendered once, here, for every viewer.
+
+    Best built before the commit, while the message, its author and conversation are
+    loaded: after it, rendering would first reload each of them.
+    """
+    conversation = message.conversation
+    return {
+        "type": "message_created",
+        "conversation_id": conversation.id,
+        "message_id": message.id,
+        "author_id": message.author_id,
+        "member_ids": conversation.member_ids(),
+        "html": render_template("pushes/message_created.html", message=message),
+    }
 
 
 def acknowledgement(conversation_id: int) -> str:

@@ -1,12 +1,11 @@
 """What happened, told to every process: built here, published only after the commit.
 
 This module builds events and hands them to the backplane; the hub (hub.py) delivers
-them to sockets. It runs no query and commits nothing.
+them to sockets. It runs no query and commits nothing. A new message's event is built
+and published by posting.py, the one road for messages.
 """
 
 from __future__ import annotations
-
-from flask import render_template
 
 from .current import get
 
@@ -14,23 +13,6 @@ from .current import get
 def publish(event: dict) -> None:
     """Send an event to every process's hub (this one included)."""
     get().backplane.publish(event)
-
-
-def message_event(message) -> dict:
-    """The event announcing a message, its push rendered once, here, for every viewer.
-
-    Best built before the commit, while the message, its author and conversation are
-    loaded: after it, rendering would first reload each of them.
-    """
-    conversation = message.conversation
-    return {
-        "type": "message_created",
-        "conversation_id": conversation.id,
-        "message_id": message.id,
-        "author_id": message.author_id,
-        "member_ids": conversation.member_ids(),
-        "html": render_template("pushes/message_created.html", message=message),
-    }
 
 
 def conversation_read(user_id: int, conversation_id: int, message_id: int) -> None:
