@@ -187,22 +187,8 @@ def test_hashing_leaves_the_event_loop_free_under_gevent():
 
     from conftest import ROOT
 
-    code = """
-from gevent import monkey; monkey.patch_all()
-import gevent
-from chatapp import passwords
-ticks = []
-def tick():
-    while True:
-        ticks.append(1)
-        gevent.sleep(0.002)
-gevent.spawn(tick)
-gevent.sleep(0.01)
-before = len(ticks)
-passwords._hashing(passwords._hasher.hash, "a password to hash")
-print(len(ticks) - before)
-"""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    program = ROOT / "tests" / "programs" / "hash_beside_ticker.py"
+    out = subprocess.run([sys.executable, str(program)], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=60)
     # Blocking the loop, the ticker could not run once during the hash.
     assert int(out.stdout) >= 3, out.stdout
