@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
+from .text import encodable
 
 # ASCII only (no confusables or direction marks); \Z, not $, which also allows "name\n".
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")
@@ -391,6 +392,8 @@ class Message(db.Model):
     @staticmethod
     def text_problem(text: str, limit: int, noun: str = "Messages") -> str | None:
         """What is wrong with a message's (stripped) text for storing it, or None."""
+        if not encodable(text):  # a lone surrogate from JSON: no database can store it
+            return f"{noun} cannot contain broken characters (lone surrogates). Remove them."
         if len(text) > limit:
             return f"{noun} can be at most {limit} characters; yours has {len(text)}. Shorten it."
         if "\x00" in text:  # PostgreSQL cannot store it, and no one types it

@@ -114,7 +114,11 @@ def _client_id(value) -> str:
 
 def _caption(body: str) -> str:
     """The optional text sent with the image, within the message length limit."""
+    from .text import blank
+
     body = body.strip()
+    if blank(body):  # only invisible characters: no caption, rather than an empty-looking one
+        return ""
     limit = current_app.config["MAX_MESSAGE_CHARS"]
     problem = Message.text_problem(body, limit, "Captions")
     if problem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from contextlib import nullcontext
@@ -17,6 +18,7 @@ from limits.strategies import FixedWindowRateLimiter
 
 from ..extensions import db, limiter, sock
 from ..models import Conversation, Message, User, unread_counts
+from ..text import blank, encodable
 from . import events, get
 from .client import Client, SnapshotIds, coalesced
 
@@ -67,6 +69,14 @@ def _composer(conversation_id: int, client_id: str | None = None, body: str = ""
     )
 
 
+def _encodable_json(data) -> bool:
+    """Whether every string of a decoded frame, keys included, can be encoded as UTF-8."""
+    try:
+        return encodable(json.dumps(data, ensure_ascii=False))
+    except (ValueError, RecursionError):
+        return False
+
+
 def _parse(raw) -> dict:
     """Check a frame's shape: JSON object, known fields, valid CSRF token and client id."""
     if not isinstance(raw, str):
@@ -77,6 +87,11 @@ def _parse(raw) -> dict:
         raise Refusal("That message could not be read. Reload the page and try again.")
     if not isinstance(data, dict):
         raise Refusal("That message could not be read. Reload the page and try again.")
+    # JSON's "\ud800" escapes decode to lone surrogates, which no database, template or
+    # token check can encode: refuse them in any field (and key), however deeply nested.
+    # (The frame itself is valid UTF-8, so only an escape can make one.)
+    if "\\u" in raw and not _encodable_json(data):
+        raise Refusal("That message holds a broken character. Remove it and send again.")
     data.pop("headers", None)  # htmx adds its request headers; nothing in them is needed
     unknown = set(data) - FIELDS
     if unknown:
@@ -99,7 +114,7 @@ def _parse(raw) -> dict:
 def _check_body(body: str) -> str:
     body = body.strip()
     limit = current_app.config["MAX_MESSAGE_CHARS"]
-    if not body:
+    if blank(body):  # zero-width and other invisible characters alone look empty
         raise Refusal("Type a message first.")
     problem = Message.text_problem(body, limit)
     if problem:
@@ -125,13 +140,50 @@ def _check_rate(user_id: int) -> None:
         raise Refusal("You are sending messages too fast. Wait a moment, then send again.")
 
 
-def handle_frame(client: Client, conversation: Conversation, user: User, raw) -> None:
-    """Post the composer's message, or tell the sender why not."""
+# Refused frames cost a render, a push and a log line each; a socket that keeps sending
+# them (a script, not a person) is closed with 1008 once it passes this many per window.
+# Read here, not in config.py, so that the limit stays next to the only code that uses it.
+DEFAULT_REFUSAL_RATE = "20/10second"
+POLICY_VIOLATION = 1008
+
+
+def refusal_rate() -> str:
+    """How many refused frames one socket may send per window (CHATAPP_REFUSAL_RATE)."""
+    return current_app.config.get("REFUSAL_RATE") or os.environ.get(
+        "CHATAPP_REFUSAL_RATE", DEFAULT_REFUSAL_RATE
+    )
+
+
+class Refusals:
+    """A socket's refused frames in the current window (a fixed window, per socket)."""
+
+    def __init__(self, rate: str):
+        item = parse_limit(rate)
+        self.limit, self.window = item.amount, item.get_expiry()
+        self.started, self.count = 0.0, 0
+
+    def one_too_many(self) -> bool:
+        """Count a refusal; True when the socket has now passed its limit."""
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            self.started, self.count = now, 0
+        self.count += 1
+        return self.count > self.limit
+
+
+def handle_frame(client: Client, conversation: Conversation, user: User, raw,
+                 refusals: Refusals | None = None) -> None:
+    """Post the composer's message, or tell the sender why not (closing a flooder)."""
     try:
         data = _parse(raw)
         body = _check_body(data["body"])
         _check_rate(client.user_id)
     except Refusal as refusal:
+        if refusals is not None and refusals.one_too_many():
+            log.warning("socket of user %s closed: more than %d refused frames in %ds",
+                        user.id, refusals.limit, refusals.window)
+            client.close(POLICY_VIOLATION, "Too many refused messages")
+            return
         log.info("frame from user %s refused: %s", user.id, refusal)
         client.push(render_template("pushes/composer_error.html", error=str(refusal)))
         return
@@ -202,6 +254,7 @@ def socket(ws, conversation_id: int):
         ping_interval=config["PING_INTERVAL"],
         title=conversation_title(conversation, user),
     )
+    refusals = Refusals(refusal_rate())
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         events.mark_read(user.id, conversation)
@@ -211,8 +264,10 @@ def socket(ws, conversation_id: int):
             # Messages that arrived together: their pushes to each socket share one write.
             with coalesced() if len(batch) > 1 else nullcontext():
                 for raw in batch:
+                    if client.closing:
+                        break  # closed as a flooder: the rest of the batch goes unread
                     try:
-                        handle_frame(client, conversation, user, raw)
+                        handle_frame(client, conversation, user, raw, refusals)
                     finally:
                         db.session.rollback()  # only after a failure: a frame ends committed
             # Let the other sockets run before the next batch: a burst from one sender
