@@ -106,20 +106,31 @@ def _decode_frames(im: Image.Image, max_pixels: int) -> tuple[list[Image.Image],
         duration = int(im.info.get("duration") or 100)
         im.info = _kept_info(im.info, first=True)
         return [im], [duration]
+    # Every frame is decoded onto a canvas of im.size, and Pillow enlarges that canvas when
+    # a later frame is bigger than the header said: so the size is read again after every
+    # seek, and the budget counts what is really decoded. Frames beyond it are dropped: at
+    # most MAX_FRAMES, and never more decoded pixels in total than one image of the
+    # largest allowed size.
     width, height = im.size
-    # Frames beyond the limit are dropped: at most MAX_FRAMES, and never more decoded
-    # pixels in total than one image of the largest allowed size.
-    limit = max(1, min(MAX_FRAMES, max_pixels // (width * height)))
     frames: list[Image.Image] = []
     durations: list[int] = []
-    for index in range(limit):
+    decoded = 0
+    for index in range(MAX_FRAMES):
         if index:
             try:
                 im.seek(index)
             except EOFError:
                 break
+        canvas = im.width * im.height
+        if canvas > max_pixels:
+            raise Refused(too_many_pixels(max_pixels))
+        if decoded + canvas > max_pixels:
+            break
+        decoded += canvas
         im.load()
-        frame = im.copy()  # seeking reuses im for the next frame
+        # Seeking reuses im for the next frame. What lies beyond the first frame's canvas
+        # is cut off, as browsers do, so every frame has the size the header promised.
+        frame = im.crop((0, 0, width, height)) if im.size != (width, height) else im.copy()
         frame.info = _kept_info(im.info, first=not frames)
         frames.append(frame)
         durations.append(int(im.info.get("duration") or 100))
