@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from conftest import ROOT, Person
 from test_uploads import assert_refused, image_urls, picture, upload, worker_peak_rss_kb
@@ -150,3 +150,38 @@ def test_decodes_wait_their_turn_without_stopping_the_worker():
     most, ticks = map(int, done.stdout.split())
     assert most == 2
     assert ticks > 10  # the loop ran while the decodes did
+
+
+# -- 8. colour profiles, quiet refusals, rate without Redis -----------------------------------
+
+
+JUNK = b"JUNKPROFILE:" + b"arbitrary text carried byte for byte " * 1650  # ~60 KB
+
+
+def test_a_jpeg_profile_of_junk_is_not_stored(people):
+    alice, bob = people("alice", "bob")
+    b = bob.connect()
+    photo = picture("JPEG", size=(1200, 900), icc_profile=JUNK)
+    assert Image.open(io.BytesIO(photo)).info["icc_profile"] == JUNK
+
+    assert upload(alice, 1, photo, "photo.jpg", "image/jpeg").status_code == 200
+
+    for url in image_urls(b.wait_for('class="image"')):
+        served = bob.get(url).content
+        assert b"JUNKPROFILE" not in served and b"byte for byte" not in served
+        assert "icc_profile" not in Image.open(io.BytesIO(served)).info
+    uploads = alice.server.tmp_path / "uploads"
+    for path in (p for p in uploads.rglob("*") if p.is_file()):
+        assert b"JUNKPROFILE" not in path.read_bytes()
+
+
+def test_a_real_profile_is_applied_to_the_pixels_then_dropped():
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        options = {"quality": 95} if fmt != "PNG" else {}
+        data = picture(fmt, size=(300, 200), icc_profile=srgb, **options)
+        processed = imaging.process(io.BytesIO(data), 40_000_000)
+        stored = Image.open(io.BytesIO(processed.original.data))
+        assert "icc_profile" not in stored.info, fmt
+        red, green, blue = stored.convert("RGB").getpixel((30, 100))  # a blue stripe
+        assert abs(red - 40) < 8 and abs(green - 90) < 8 and abs(blue - 200) < 8, fmt
