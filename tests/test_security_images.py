@@ -185,3 +185,14 @@ def test_a_real_profile_is_applied_to_the_pixels_then_dropped():
         assert "icc_profile" not in stored.info, fmt
         red, green, blue = stored.convert("RGB").getpixel((30, 100))  # a blue stripe
         assert abs(red - 40) < 8 and abs(green - 90) < 8 and abs(blue - 200) < 8, fmt
+
+
+def test_a_refused_upload_logs_one_line_and_no_traceback(people):
+    alice = people("alice")
+    response = upload(alice, 1, b"plain text pretending to be a picture", "cat.png")
+    assert_refused(response, 422, "not an image")
+    assert upload(alice, 1, picture("PNG", size=(40, 40))).status_code == 200
+    log = alice.server.log()
+    assert "Traceback" not in log, log[-3000:]
+    assert "Refused" not in log
+    assert sum("refused (422)" in line for line in log.splitlines()) == 1
