@@ -11,13 +11,12 @@ import uuid
 from flask import Blueprint, abort, current_app, render_template, request, send_file
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
-from limits import parse as parse_limit
 from sqlalchemy import select
 from werkzeug.security import safe_join
 
-from . import imaging
+from . import imaging, ratelimit
 from .chat import member_conversation_or_404, new_client_id
-from .extensions import db, limiter
+from .extensions import db
 from .imaging import Refused
 from .models import Image, Message
 from .realtime import events
@@ -132,8 +131,7 @@ def _size(stream) -> int:
 
 def _check_rate(user_id: int) -> None:
     """Images count against the same rate as text messages."""
-    item = parse_limit(current_app.config["MESSAGE_RATE"])
-    if not limiter.limiter.hit(item, "messages", str(user_id)):
+    if not ratelimit.hit(current_app.config["MESSAGE_RATE"], "messages", str(user_id)):
         raise Refusal("You are sending messages too fast. Wait a moment, then send again.", 429)
 
 

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from PIL import Image, ImageCms
 
-from conftest import ROOT, Person
+from conftest import ROOT, Person, free_port
 from test_uploads import assert_refused, image_urls, picture, upload, worker_peak_rss_kb
 
 from chatapp import imaging
@@ -196,3 +196,19 @@ def test_a_refused_upload_logs_one_line_and_no_traceback(people):
     assert "Traceback" not in log, log[-3000:]
     assert "Refused" not in log
     assert sum("refused (422)" in line for line in log.splitlines()) == 1
+
+
+def test_uploads_work_and_are_counted_when_redis_is_down(server_factory):
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    first = server_factory(REDIS_URL=down, CHATAPP_MESSAGE_RATE="3/minute")
+    alice = Person(first, "alice").register()
+    first.stop()
+    # A fresh worker, where no login or registration has found Redis gone yet: someone
+    # still signed in sends images.
+    server = server_factory(REDIS_URL=down, CHATAPP_MESSAGE_RATE="3/minute")
+    again = Person(server, "alice")
+    again.http.cookies.update(alice.http.cookies)
+    for _ in range(3):
+        assert upload(again, 1, picture("PNG", size=(40, 40))).status_code == 200
+    assert_refused(upload(again, 1, picture("PNG", size=(40, 40))), 429, "too fast")
+    assert "Traceback" not in server.log()
