@@ -11,13 +11,12 @@ import uuid
 from flask import Blueprint, abort, current_app, render_template, request, send_file
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
-from limits import parse as parse_limit
 from sqlalchemy import select
 from werkzeug.security import safe_join
 
-from . import imaging
+from . import imaging, ratelimit
 from .chat import member_conversation_or_404, new_client_id
-from .extensions import db, limiter
+from .extensions import db
 from .imaging import Refused
 from .models import Image, Message
 from .realtime import events
@@ -136,8 +135,7 @@ def _size(stream) -> int:
 
 def _check_rate(user_id: int) -> None:
     """Images count against the same rate as text messages."""
-    item = parse_limit(current_app.config["MESSAGE_RATE"])
-    if not limiter.limiter.hit(item, "messages", str(user_id)):
+    if not ratelimit.hit(current_app.config["MESSAGE_RATE"], "messages", str(user_id)):
         raise Refusal("You are sending messages too fast. Wait a moment, then send again.", 429)
 
 
@@ -148,8 +146,19 @@ def _off_the_loop(fn, *args):
     except ImportError:  # pragma: no cover - gevent is a dependency
         return fn(*args)
     if monkey.is_module_patched("threading"):
-        return get_hub().threadpool.apply(fn, args)
+        failed, value = get_hub().threadpool.apply(_caught, (fn, *args))
+        if failed:
+            raise value  # here, on the request's greenlet, where it is handled
+        return value
     return fn(*args)
+
+
+def _caught(fn, *args):
+    """fn's outcome as a value: gevent's pool prints a traceback for any exception it sees."""
+    try:
+        return False, fn(*args)
+    except Exception as exc:  # noqa: BLE001 - handed back whole and re-raised
+        return True, exc
 
 
 def _post(conversation, caption: str, client_id: str, processed: imaging.Processed) -> None:
