@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import (
     Blueprint,
     abort,
@@ -16,16 +18,19 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from .admin_search import MessageSearchForm, conversation_labels, like_anywhere, search_messages
-from .models import AuditEntry, Conversation, Image, Message, User, db
+from .models import AuditEntry, Conversation, Image, Message, User, db, utcnow
 from .realtime import events
+from .text import UNENCODABLE, encodable
 from .views import id_arg, safe_next, send_image
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PAGE_SIZE = 50
+IMAGE_AUDIT_INTERVAL = timedelta(hours=1)  # one audit entry per image and admin this often
 MAX_PAGE = 10**6  # an offset past this many pages is refused as absent (page 1)
 ACTION_LABELS = {
     "open_private_chat": "Opened a private chat",
+    "view_private_image": "Viewed a private or deleted image",
     "read_private_messages": "Listed private messages",
     "delete_message": "Deleted a message",
     "deactivate": "Deactivated a user",
@@ -80,6 +85,8 @@ def audit_private(messages: list[Message], detail: str) -> None:
 @bp.route("/")
 def messages():
     """Every message, newest first, searchable by text, author, conversation and dates."""
+    if not all(encodable(value) for value in request.args.values()):
+        abort(400, UNENCODABLE)
     form = MessageSearchForm(request.args)
     if request.args and not form.validate():
         return render_messages("admin/messages.html", [], form=form, more=False), 400
@@ -128,12 +135,45 @@ def delete_message(message_id: int):
 def image(image_id: int, size: str):
     """An image of any message, private or deleted, for the console (admins only)."""
     found = db.session.get(Image, image_id) or abort(404)
+    audit_image(found)
     return send_image(found, thumbnail=size == "thumb")
+
+
+def audit_image(image: Image) -> None:
+    """Log that this admin saw a private or deleted image, once per image per hour.
+
+    Opening a private chat is audited; its images must not be a way around that. The
+    console shows each image as a thumbnail and a link, and a page is reloaded often:
+    one entry an hour per image says who looked without flooding the log.
+    """
+    shown = Conversation.showing(image)
+    if shown is not None and shown.is_public:
+        return
+    if shown is None:  # its message was deleted (or it belongs to none)
+        message = db.session.scalar(select(Message).where(Message.image_id == image.id).limit(1))
+        conversation_id = message.conversation_id if message else None
+    else:
+        conversation_id = shown.id
+    name = f"image {image.id}"
+    seen = db.session.scalar(
+        select(AuditEntry.id).where(
+            AuditEntry.actor_id == current_user.id,
+            AuditEntry.action == "view_private_image",
+            AuditEntry.detail.in_([name, f"{name}, deleted"]),
+            AuditEntry.created_at > utcnow() - IMAGE_AUDIT_INTERVAL,
+        ).limit(1)
+    )
+    if seen is None:
+        AuditEntry.record(current_user, "view_private_image", conversation_id=conversation_id,
+                          detail=name if shown is not None else f"{name}, deleted")
+        db.session.commit()
 
 
 @bp.route("/users")
 def users():
     """Every account, searchable by name, with its role and status."""
+    if not all(encodable(value) for value in request.args.values()):
+        abort(400, UNENCODABLE)
     q = (request.args.get("q") or "").strip()[:32]
     page = id_arg("page", MAX_PAGE) or 1
     query = select(User).order_by(User.username_key)

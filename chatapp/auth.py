@@ -18,6 +18,7 @@ from wtforms.validators import EqualTo, InputRequired, Length, Regexp, Validatio
 
 from .extensions import limiter, login_manager
 from .models import USERNAME_RE, User, db
+from .text import Encodable
 from .views import safe_next
 
 bp = Blueprint("auth", __name__)
@@ -31,6 +32,7 @@ class RegisterForm(FlaskForm):
         "Username",
         validators=[
             InputRequired("Choose a username."),
+            Encodable(),
             Regexp(
                 USERNAME_RE,
                 message="Use 3 to 32 letters, digits, dots, dashes or underscores.",
@@ -41,6 +43,7 @@ class RegisterForm(FlaskForm):
         "Password",
         validators=[
             InputRequired("Choose a password."),
+            Encodable(),
             Length(min=8, max=256, message="Use at least 8 characters (at most 256)."),
         ],
     )
@@ -48,6 +51,7 @@ class RegisterForm(FlaskForm):
         "Confirm password",
         validators=[
             InputRequired("Type the password again."),
+            Encodable(),
             EqualTo("password", message="The two passwords differ; type them again."),
         ],
     )
@@ -61,8 +65,12 @@ class RegisterForm(FlaskForm):
 class LoginForm(FlaskForm):
     """The log-in form."""
 
-    username = StringField("Username", validators=[InputRequired("Enter your username.")])
-    password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+    username = StringField(
+        "Username", validators=[InputRequired("Enter your username."), Encodable()]
+    )
+    password = PasswordField(
+        "Password", validators=[InputRequired("Enter your password."), Encodable()]
+    )
     remember = BooleanField("Keep me signed in")
 
 

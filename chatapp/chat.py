@@ -8,6 +8,7 @@ from .database import like_literal
 from .models import Conversation, Membership, User, db
 from .posting import new_client_id
 from .realtime import events
+from .text import UNENCODABLE, encodable
 from .views import SIDEBAR_PEOPLE, id_arg, member_conversation_or_404, sidebar_context
 
 bp = Blueprint("chat", __name__)
@@ -45,16 +46,43 @@ def conversation(conversation_id: int):
     return render_conversation(member_conversation_or_404(conversation_id))
 
 
-@bp.route("/dm/<username>")
-@login_required
-def direct(username: str):
-    """Open (creating on first use) the private chat with another user."""
-    peer = User.by_username(username)
+def _direct_peer(username: str) -> User:
+    """The active user a private chat would be with; 404 for nobody, oneself or inactive."""
+    peer = User.by_username(username) if encodable(username) else None
     if peer is None or peer.id == current_user.id or not peer.active:
         abort(404)
-    conversation = Conversation.direct(current_user, peer)
+    return peer
+
+
+@bp.get("/dm/<username>")
+@login_required
+def direct(username: str):
+    """The private chat with another user, or a page offering to start it.
+
+    Opening changes nothing: a link from another site is a top-level navigation that
+    carries the (SameSite=Lax) cookie, so a GET that created the chat would let any page
+    put its author into anyone's chat list. Starting one is a POST with a CSRF token.
+    """
+    peer = _direct_peer(username)
+    conversation = db.session.scalar(
+        select(Conversation).where(
+            Conversation.key == Conversation.direct_key(current_user.id, peer.id)
+        )
+    )
+    if conversation is not None and conversation.is_member(current_user):
+        return redirect(url_for("chat.conversation", conversation_id=conversation.id))
+    return render_template(
+        "chat/start.html", peer=peer, title=peer.username, sidebar=sidebar_context(current_user, None)
+    )
+
+
+@bp.post("/dm/<username>")
+@login_required
+def start_direct(username: str):
+    """Start (or reopen) the private chat with another user and go to it."""
+    conversation = Conversation.direct(current_user, _direct_peer(username))
     db.session.commit()
-    return redirect(url_for("chat.conversation", conversation_id=conversation.id))
+    return redirect(url_for("chat.conversation", conversation_id=conversation.id), 303)
 
 
 @bp.route("/c/<int:conversation_id>/messages")
@@ -78,6 +106,8 @@ def history(conversation_id: int):
 def people():
     """Find people by name (a fragment for the sidebar's search box)."""
     q = (request.args.get("q") or "").strip().lower()[:32]
+    if not encodable(q):
+        abort(400, UNENCODABLE)
     found = []
     if q:
         pattern = like_literal(q) + "%"

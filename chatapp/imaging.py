@@ -6,7 +6,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .posting import Refusal
 
@@ -17,6 +17,9 @@ CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
 THUMB_SIDE = 800
 MAX_FRAMES = 100
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+# What each mode becomes in sRGB; other modes (palettes, grey, 16-bit) keep their values.
+SRGB_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}
 
 # Between MAX_IMAGE_PIXELS and twice that, Pillow only warns about a decompression bomb;
 # a warning would let the bomb through, so here it is an error like the one above it.
@@ -86,10 +89,11 @@ def process(stream, max_pixels: int) -> Processed:
             frames, durations = _decode_frames(im, max_pixels)
             if len(frames) == 1:
                 ImageOps.exif_transpose(frames[0], in_place=True)
-            original = _encode(fmt, frames, durations, loop, icc)
+            frames = _in_srgb(frames, icc)
+            original = _encode(fmt, frames, durations, loop)
             thumb = None
             if max(frames[0].size) > THUMB_SIDE:
-                thumb = _encode(fmt, [_thumbnail(f) for f in frames], durations, loop, icc)
+                thumb = _encode(fmt, [_thumbnail(f) for f in frames], durations, loop)
             return Processed(format=fmt, original=original, thumb=thumb, frames=len(frames))
     except Refused:
         raise
@@ -110,20 +114,31 @@ def _decode_frames(im: Image.Image, max_pixels: int) -> tuple[list[Image.Image],
         duration = int(im.info.get("duration") or 100)
         im.info = _kept_info(im.info, first=True)
         return [im], [duration]
+    # Every frame is decoded onto a canvas of im.size, and Pillow enlarges that canvas when
+    # a later frame is bigger than the header said: so the size is read again after every
+    # seek, and the budget counts what is really decoded. Frames beyond it are dropped: at
+    # most MAX_FRAMES, and never more decoded pixels in total than one image of the
+    # largest allowed size.
     width, height = im.size
-    # Frames beyond the limit are dropped: at most MAX_FRAMES, and never more decoded
-    # pixels in total than one image of the largest allowed size.
-    limit = max(1, min(MAX_FRAMES, max_pixels // (width * height)))
     frames: list[Image.Image] = []
     durations: list[int] = []
-    for index in range(limit):
+    decoded = 0
+    for index in range(MAX_FRAMES):
         if index:
             try:
                 im.seek(index)
             except EOFError:
                 break
+        canvas = im.width * im.height
+        if canvas > max_pixels:
+            raise Refused(too_many_pixels(max_pixels))
+        if decoded + canvas > max_pixels:
+            break
+        decoded += canvas
         im.load()
-        frame = im.copy()  # seeking reuses im for the next frame
+        # Seeking reuses im for the next frame. What lies beyond the first frame's canvas
+        # is cut off, as browsers do, so every frame has the size the header promised.
+        frame = im.crop((0, 0, width, height)) if im.size != (width, height) else im.copy()
         frame.info = _kept_info(im.info, first=not frames)
         frames.append(frame)
         durations.append(int(im.info.get("duration") or 100))
@@ -138,6 +153,38 @@ def _kept_info(info: dict, first: bool) -> dict:
     return keep
 
 
+def _in_srgb(frames: list[Image.Image], icc: bytes | None) -> list[Image.Image]:
+    """The frames' colours as the sender saw them, in sRGB, with no profile left to carry.
+
+    Browsers show an image without a profile as sRGB, so converting here shows the same
+    colours while storing none of the file's own bytes: an embedded profile can be
+    megabytes of anything. A profile that is not one (or does not fit the pixels) is
+    ignored, as browsers ignore it.
+    """
+    if not icc:
+        return frames
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        # Built before any frame changes, so a profile that fails changes no pixel.
+        transforms = {
+            mode: ImageCms.buildTransform(source, SRGB, mode, SRGB_MODES[mode])
+            for mode in {f.mode for f in frames} if mode in SRGB_MODES
+        }
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return frames
+    converted = []
+    for frame in frames:
+        transform = transforms.get(frame.mode)
+        if transform is None:
+            converted.append(frame)
+        elif SRGB_MODES[frame.mode] == frame.mode:
+            ImageCms.applyTransform(frame, transform, inPlace=True)
+            converted.append(frame)
+        else:
+            converted.append(ImageCms.applyTransform(frame, transform))
+    return converted
+
+
 def _thumbnail(frame: Image.Image) -> Image.Image:
     """A copy at most THUMB_SIDE pixels on its long side, smoothly resampled."""
     if frame.mode in ("1", "P"):
@@ -147,12 +194,10 @@ def _thumbnail(frame: Image.Image) -> Image.Image:
     return small
 
 
-def _encode(fmt: str, frames: list[Image.Image], durations: list[int], loop: int, icc) -> Encoded:
-    """Write the frames anew in their own format; only pixels (and colour profile) survive."""
+def _encode(fmt: str, frames: list[Image.Image], durations: list[int], loop: int) -> Encoded:
+    """Write the frames anew in their own format; only pixels survive."""
     first = frames[0]
     options: dict = {}
-    if icc:
-        options["icc_profile"] = icc
     if fmt == "JPEG":
         frames = [f if f.mode in ("L", "RGB") else f.convert("RGB") for f in frames]
         options.update(quality=88)
@@ -161,8 +206,6 @@ def _encode(fmt: str, frames: list[Image.Image], durations: list[int], loop: int
     elif fmt == "PNG":
         # Level 3 compresses photos nearly as well as the default 6 in a fraction of the time.
         options.update(compress_level=3)
-    elif fmt == "GIF":
-        options.pop("icc_profile", None)
     for f in frames:
         f.info = {k: v for k, v in f.info.items() if k == "transparency"}
     if len(frames) > 1:

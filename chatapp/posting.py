@@ -6,19 +6,15 @@ their input and call this module; later verbs (edit, delete, react) join it.
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from flask import current_app, render_template
-from limits import parse as parse_limit
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
 
-from .extensions import db, limiter
+from . import ratelimit
+from .extensions import db
 from .models import Conversation, Image, Message, User
 from .realtime.current import get
-
-log = logging.getLogger(__name__)
+from .text import blank, encodable
 
 TOO_FAST = "You are sending messages too fast. Wait a moment, then send again."
 
@@ -49,6 +45,8 @@ def client_id(value, noun: str = "message") -> str:
 
 def text_problem(text: str, limit: int, noun: str = "Messages") -> str | None:
     """What is wrong with a message's (stripped) text for storing it, or None."""
+    if not encodable(text):  # a lone surrogate from JSON: no database can store it
+        return f"{noun} cannot contain broken characters (lone surrogates). Remove them."
     if len(text) > limit:
         return f"{noun} can be at most {limit} characters; yours has {len(text)}. Shorten it."
     if "\x00" in text:  # PostgreSQL cannot store it, and no one types it
@@ -59,7 +57,7 @@ def text_problem(text: str, limit: int, noun: str = "Messages") -> str | None:
 def message_text(body: str) -> str:
     """The text of a message to store: stripped, not empty, within the limits."""
     body = body.strip()
-    if not body:
+    if blank(body):  # zero-width and other invisible characters alone look empty
         raise Refusal("Type a message first.")
     problem = text_problem(body, current_app.config["MAX_MESSAGE_CHARS"])
     if problem:
@@ -70,28 +68,18 @@ def message_text(body: str) -> str:
 def caption_text(body: str) -> str:
     """The optional text sent with an image, within the message length limit."""
     body = body.strip()
+    if blank(body):  # only invisible characters: no caption, rather than an empty-looking one
+        return ""
     problem = text_problem(body, current_app.config["MAX_MESSAGE_CHARS"], "Captions")
     if problem:
         raise Refusal(problem)
     return body
 
 
-# Counts messages while the shared store (Redis) is unreachable: per process, but a limit.
-_local_limiter: FixedWindowRateLimiter | None = None
-
-
 def check_rate(user_id: int) -> None:
-    """Refuse a sender over MESSAGE_RATE (text and images count together)."""
-    global _local_limiter
-    item = parse_limit(current_app.config["MESSAGE_RATE"])
-    try:
-        allowed = limiter.limiter.hit(item, "messages", str(user_id))
-    except Exception as exc:  # noqa: BLE001 - Redis down must not stop people talking
-        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
-        if _local_limiter is None:
-            _local_limiter = FixedWindowRateLimiter(MemoryStorage())
-        allowed = _local_limiter.hit(item, "messages", str(user_id))
-    if not allowed:
+    """Refuse a sender over MESSAGE_RATE (text and images count together); counted in this
+    process while the shared store (Redis) is unreachable."""
+    if not ratelimit.hit(current_app.config["MESSAGE_RATE"], "messages", str(user_id)):
         raise Refusal(TOO_FAST, 429)
 
 

@@ -100,8 +100,19 @@ def _off_the_loop(fn, *args):
     except ImportError:  # pragma: no cover - gevent is a dependency
         return fn(*args)
     if monkey.is_module_patched("threading"):
-        return get_hub().threadpool.apply(fn, args)
+        failed, value = get_hub().threadpool.apply(_caught, (fn, *args))
+        if failed:
+            raise value  # here, on the request's greenlet, where it is handled
+        return value
     return fn(*args)
+
+
+def _caught(fn, *args):
+    """fn's outcome as a value: gevent's pool prints a traceback for any exception it sees."""
+    try:
+        return False, fn(*args)
+    except Exception as exc:  # noqa: BLE001 - handed back whole and re-raised
+        return True, exc
 
 
 def _post(conversation, caption: str, client_id: str, processed: imaging.Processed) -> None:

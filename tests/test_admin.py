@@ -377,7 +377,9 @@ def test_deleting_a_message_removes_it_from_every_open_page(server, people):
     )
     assert promoted.returncode == 0, promoted.stderr
     d, e = dave.connect(), erin.connect()
-    elsewhere = int(fay.get("/dm/dave").url.rsplit("/", 1)[1])
+    token = csrf_from(fay.get("/dm/dave").text)  # "Start chat" is a POST
+    elsewhere = int(fay.http.post(f"{server.url}/dm/dave", data={"csrf_token": token})
+                    .url.rsplit("/", 1)[1])
     f = fay.connect(elsewhere)  # fay is in a private chat: the room's message is unread
     d.say("buy cheap pills")
     message_id = int(MESSAGE_ID.search(e.wait_for("buy cheap pills")).group(1))

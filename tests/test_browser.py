@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, ROOT
+from conftest import PASSWORD, ROOT, csrf_from
 
 # Seed writes the SQLite file directly, so these run on SQLite only.
 pytestmark = [pytest.mark.browser, pytest.mark.databases("sqlite")]
@@ -272,8 +272,9 @@ def seed_story(server) -> None:
     from conftest import Person
 
     people = {name: Person(server, name).register() for name in ("alice", "bob", "carol", "dave")}
-    people["bob"].get("/dm/alice")
-    people["carol"].get("/dm/alice")
+    for name in ("bob", "carol"):  # "Start chat" is a POST with the page's token
+        token = csrf_from(people[name].get("/dm/alice").text)
+        people[name].http.post(f"{server.url}/dm/alice", data={"csrf_token": token})
     seed = Seed(server)
     picture = seed.picture(server.env["CHATAPP_UPLOAD_DIR"])
     story = sorted(
@@ -416,6 +417,7 @@ def test_private_chat_badge_rises_and_clears(chatters):
     bob.register()
     bob.goto("/")  # bob's sidebar lists alice, who registered first
     bob.nav.get_by_role("link", name=re.compile(r"^alice")).click()
+    bob.page.get_by_role("button", name="Start chat").click()  # opening alone creates nothing
     bob.live()
     expect(bob.page.get_by_role("heading", name="alice", level=1)).to_be_visible()
     bob.say("psst, alice")
@@ -495,7 +497,9 @@ def test_scrolling_up_loads_all_history_without_gaps_or_repeats(chatters, chat_s
     bob.register()
     seed = Seed(chat_server)
     if where == "private chat":
-        alice.goto("/dm/bob")
+        alice.page.goto("/dm/bob")
+        alice.page.get_by_role("button", name="Start chat").click()
+        alice.live()
         conversation_id = seed.direct_id("alice", "bob")
     else:
         conversation_id = seed.conversation_id("public")

@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import event
 from werkzeug.serving import make_server
 
-from conftest import Person, free_port
+from conftest import Person, csrf_from, free_port
 
 
 def open_chat(person: Person, peer: str) -> int:
-    """Open the private chat with a peer as a person would (/dm/<name>); return its id."""
-    response = person.get(f"/dm/{peer}")
+    """Start the private chat with a peer as a person would (/dm/<name>, "Start chat")."""
+    token = csrf_from(person.get(f"/dm/{peer}").text)
+    response = person.http.post(f"{person.server.url}/dm/{peer}", data={"csrf_token": token})
     assert response.status_code == 200
     match = re.search(r"/c/(\d+)$", response.url)
     assert match, response.url

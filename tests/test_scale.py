@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 import websocket
 
-from conftest import MESSAGE_ID, ROOT, Person, Socket, base_env, free_port, need_service
+from conftest import (
+    MESSAGE_ID, ROOT, Person, Socket, base_env, csrf_from, free_port, need_service,
+)
 
 pytestmark = [pytest.mark.databases("postgresql"), pytest.mark.postgres, pytest.mark.redis]
 
@@ -202,7 +204,8 @@ def test_messages_reach_people_on_another_server_once(server_factory, shared_red
     bob_room.wait_for(ACK)
 
     # Private: bob opens the chat with alice on server two and writes there.
-    dm = bob.get("/dm/alice")
+    dm = bob.http.post(f"{bob.server.url}/dm/alice",  # "Start chat" is a POST
+                       data={"csrf_token": csrf_from(bob.get("/dm/alice").text)})
     dm_id = int(re.search(r"/c/(\d+)$", dm.url).group(1))
     alice_dm = alice.connect(dm_id)  # alice reads it on server one
     bob_dm = bob.connect(dm_id)
@@ -565,7 +568,8 @@ def test_reading_on_one_server_clears_the_badge_on_the_other(server_factory, sha
     alice = crowd(one, "alice")
     bob = crowd(two, "bob")
     alice_two = crowd.on(alice, two)
-    dm = bob.get("/dm/alice")
+    dm = bob.http.post(f"{bob.server.url}/dm/alice",  # "Start chat" is a POST
+                       data={"csrf_token": csrf_from(bob.get("/dm/alice").text)})
     dm_id = int(re.search(r"/c/(\d+)$", dm.url).group(1))
     reading = alice.connect(dm_id)  # alice reads the chat on server one...
     elsewhere = alice_two.connect(1)  # ...and has the public room open on server two

@@ -89,7 +89,9 @@ def image_urls(frame: str) -> tuple[str, str]:
 
 def private_chat(person, peer) -> int:
     """Open the private chat with a peer; return its conversation id."""
-    response = person.get(f"/dm/{peer.username}")
+    token = csrf_from(person.get(f"/dm/{peer.username}").text)
+    response = person.http.post(f"{person.server.url}/dm/{peer.username}",
+                                data={"csrf_token": token})
     assert response.status_code == 200
     return int(response.url.rsplit("/", 1)[1])
 

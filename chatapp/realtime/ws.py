@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import nullcontext
 
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
+from limits import parse as parse_limit
 
 from .. import posting
 from ..extensions import db, sock
 from ..models import Conversation, Membership, Message, User
 from ..posting import Refusal
+from ..text import encodable
 from ..views import sidebar_context
 from . import events
 from .client import Client, SnapshotIds, coalesced
 from .current import get
+from .frames import POLICY_VIOLATION
 
 log = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
@@ -55,6 +59,14 @@ def refuse_strangers():
         abort(429, f"You have {limit} tabs open. Close one, then reload this page.")
 
 
+def _encodable_json(data) -> bool:
+    """Whether every string of a decoded frame, keys included, can be encoded as UTF-8."""
+    try:
+        return encodable(json.dumps(data, ensure_ascii=False))
+    except (ValueError, RecursionError):
+        return False
+
+
 def _parse(raw) -> dict:
     """Check a frame's shape: JSON object, known fields, valid CSRF token and client id."""
     if not isinstance(raw, str):
@@ -65,6 +77,11 @@ def _parse(raw) -> dict:
         raise Refusal("That message could not be read. Reload the page and try again.")
     if not isinstance(data, dict):
         raise Refusal("That message could not be read. Reload the page and try again.")
+    # JSON's "\ud800" escapes decode to lone surrogates, which no database, template or
+    # token check can encode: refuse them in any field (and key), however deeply nested.
+    # (The frame itself is valid UTF-8, so only an escape can make one.)
+    if "\\u" in raw and not _encodable_json(data):
+        raise Refusal("That message holds a broken character. Remove it and send again.")
     data.pop("headers", None)  # htmx adds its request headers; nothing in them is needed
     unknown = set(data) - FIELDS
     if unknown:
@@ -81,13 +98,49 @@ def _parse(raw) -> dict:
     return data
 
 
-def handle_frame(client: Client, conversation: Conversation, user: User, raw) -> None:
-    """Post the composer's message, or tell the sender why not."""
+# Refused frames cost a render, a push and a log line each; a socket that keeps sending
+# them (a script, not a person) is closed with 1008 once it passes this many per window.
+# Read here, not in config.py, so that the limit stays next to the only code that uses it.
+DEFAULT_REFUSAL_RATE = "20/10second"
+
+
+def refusal_rate() -> str:
+    """How many refused frames one socket may send per window (CHATAPP_REFUSAL_RATE)."""
+    return current_app.config.get("REFUSAL_RATE") or os.environ.get(
+        "CHATAPP_REFUSAL_RATE", DEFAULT_REFUSAL_RATE
+    )
+
+
+class Refusals:
+    """A socket's refused frames in the current window (a fixed window, per socket)."""
+
+    def __init__(self, rate: str):
+        item = parse_limit(rate)
+        self.limit, self.window = item.amount, item.get_expiry()
+        self.started, self.count = 0.0, 0
+
+    def one_too_many(self) -> bool:
+        """Count a refusal; True when the socket has now passed its limit."""
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            self.started, self.count = now, 0
+        self.count += 1
+        return self.count > self.limit
+
+
+def handle_frame(client: Client, conversation: Conversation, user: User, raw,
+                 refusals: Refusals | None = None) -> None:
+    """Post the composer's message, or tell the sender why not (closing a flooder)."""
     try:
         data = _parse(raw)
         body = posting.message_text(data["body"])
         posting.check_rate(client.user_id)
     except Refusal as refusal:
+        if refusals is not None and refusals.one_too_many():
+            log.warning("socket of user %s closed: more than %d refused frames in %ds",
+                        user.id, refusals.limit, refusals.window)
+            client.close(POLICY_VIOLATION, "Too many refused messages")
+            return
         log.info("frame from user %s refused: %s", user.id, refusal)
         client.push(posting.refusal_fragment(str(refusal)))
         return
@@ -139,6 +192,7 @@ def socket(ws, conversation_id: int):
         ping_interval=config["PING_INTERVAL"],
         title=conversation.title_for(user),
     )
+    refusals = Refusals(refusal_rate())
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         latest = Membership.mark_read(user.id, conversation)
@@ -150,8 +204,10 @@ def socket(ws, conversation_id: int):
             # Messages that arrived together: their pushes to each socket share one write.
             with coalesced() if len(batch) > 1 else nullcontext():
                 for raw in batch:
+                    if client.closing:
+                        break  # closed as a flooder: the rest of the batch goes unread
                     try:
-                        handle_frame(client, conversation, user, raw)
+                        handle_frame(client, conversation, user, raw, refusals)
                     finally:
                         db.session.rollback()  # only after a failure: a frame ends committed
             # Let the other sockets run before the next batch: a burst from one sender
