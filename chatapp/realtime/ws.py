@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from contextlib import nullcontext
@@ -13,10 +12,9 @@ from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from limits import parse as parse_limit
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
 
-from ..extensions import db, limiter, sock
+from .. import ratelimit
+from ..extensions import db, sock
 from ..models import Conversation, Message, User, unread_counts
 from ..text import blank, encodable
 from . import events, get
@@ -122,36 +120,20 @@ def _check_body(body: str) -> str:
     return body
 
 
-# Counts messages while the shared store (Redis) is unreachable: per process, but a limit.
-_local_limiter: FixedWindowRateLimiter | None = None
-
-
 def _check_rate(user_id: int) -> None:
-    global _local_limiter
-    item = parse_limit(current_app.config["MESSAGE_RATE"])
-    try:
-        allowed = limiter.limiter.hit(item, "messages", str(user_id))
-    except Exception as exc:  # noqa: BLE001 - Redis down must not stop people talking
-        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
-        if _local_limiter is None:
-            _local_limiter = FixedWindowRateLimiter(MemoryStorage())
-        allowed = _local_limiter.hit(item, "messages", str(user_id))
-    if not allowed:
+    """Refuse a message past the sender's rate (counted in this process if Redis is down)."""
+    if not ratelimit.hit(current_app.config["MESSAGE_RATE"], "messages", str(user_id)):
         raise Refusal("You are sending messages too fast. Wait a moment, then send again.")
 
 
 # Refused frames cost a render, a push and a log line each; a socket that keeps sending
 # them (a script, not a person) is closed with 1008 once it passes this many per window.
-# Read here, not in config.py, so that the limit stays next to the only code that uses it.
-DEFAULT_REFUSAL_RATE = "20/10second"
 POLICY_VIOLATION = 1008
 
 
 def refusal_rate() -> str:
     """How many refused frames one socket may send per window (CHATAPP_REFUSAL_RATE)."""
-    return current_app.config.get("REFUSAL_RATE") or os.environ.get(
-        "CHATAPP_REFUSAL_RATE", DEFAULT_REFUSAL_RATE
-    )
+    return current_app.config["REFUSAL_RATE"]
 
 
 class Refusals:
