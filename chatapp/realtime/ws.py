@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import nullcontext
 
@@ -100,15 +99,11 @@ def _parse(raw) -> dict:
 
 # Refused frames cost a render, a push and a log line each; a socket that keeps sending
 # them (a script, not a person) is closed with 1008 once it passes this many per window.
-# Read here, not in config.py, so that the limit stays next to the only code that uses it.
-DEFAULT_REFUSAL_RATE = "20/10second"
 
 
 def refusal_rate() -> str:
     """How many refused frames one socket may send per window (CHATAPP_REFUSAL_RATE)."""
-    return current_app.config.get("REFUSAL_RATE") or os.environ.get(
-        "CHATAPP_REFUSAL_RATE", DEFAULT_REFUSAL_RATE
-    )
+    return current_app.config["REFUSAL_RATE"]
 
 
 class Refusals:
