@@ -119,6 +119,11 @@ def user_deactivated(user_id: int) -> None:
     publish({"type": "user_deactivated", "user_id": user_id})
 
 
+def session_ended(user_id: int, session_key: str | None) -> None:
+    """Someone logged out: every process closes the sockets of that session."""
+    publish({"type": "session_ended", "user_id": user_id, "session_key": session_key})
+
+
 def recount_unread(user_ids: list[int], conversation_id: int) -> dict[int, int]:
     """Unread messages in one conversation for several users, in one query."""
     from ..models import Membership, db, unread_query

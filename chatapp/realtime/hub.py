@@ -179,6 +179,13 @@ class Hub:
         for client in self.clients_of(event["user_id"]):
             client.close(POLICY_VIOLATION, "Account deactivated")
 
+    def _on_session_ended(self, event: dict) -> None:
+        # Logged out: the sockets of that session go now (the handshake refuses new ones);
+        # the user's other sessions, elsewhere, stay.
+        for client in self.clients_of(event["user_id"]):
+            if getattr(client, "session_key", None) == event["session_key"]:
+                client.close(POLICY_VIOLATION, "Logged out")
+
     @staticmethod
     def _push_badge(state: UserState, conversation_id: int) -> None:
         """Show a user's new count for one conversation, and the total in each tab's title."""

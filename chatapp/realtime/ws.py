@@ -202,6 +202,7 @@ def socket(ws, conversation_id: int):
         ping_interval=config["PING_INTERVAL"],
         title=conversation_title(conversation, user),
     )
+    client.session_key = current_user.session_key  # logging out closes this socket
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         events.mark_read(user.id, conversation)
