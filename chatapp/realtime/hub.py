@@ -44,6 +44,8 @@ class Hub:
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
+        # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
+        self.slots: dict[int, int] = {}
         self.on_read = None  # set by the read tracker: (user_ids, conversation_id, message_id)
         self.on_private_activity = None  # set by realtime.events: refresh a member's sidebar
         self.recount_unread = None  # set by realtime.events: (user_ids, conversation_id) -> counts
@@ -76,6 +78,29 @@ class Hub:
                 state.clients.discard(client)
                 if not state.clients:
                     del self.users[client.user_id]
+
+    def claim_slot(self, user_id: int, limit: int) -> bool:
+        """Count a socket of the user from its handshake on; False if `limit` are taken.
+
+        Counted at the check, in one step under the lock: between a handshake's check and
+        its attach() come database calls that yield (PostgreSQL) and the upgrade itself,
+        so a burst of handshakes counting attached sockets would all pass together.
+        """
+        with self._lock:
+            taken = self.slots.get(user_id, 0)
+            if taken >= limit:
+                return False
+            self.slots[user_id] = taken + 1
+            return True
+
+    def release_slot(self, user_id: int) -> None:
+        """A socket (or its refused or failed handshake) has ended."""
+        with self._lock:
+            taken = self.slots.get(user_id, 0) - 1
+            if taken > 0:
+                self.slots[user_id] = taken
+            else:
+                self.slots.pop(user_id, None)
 
     def clients(self):
         """Every open socket of this process."""
