@@ -367,3 +367,24 @@ def test_hsts_only_on_https_with_secure_cookies(tmp_path, database_url, monkeypa
     assert response.status_code == 200
     header = response.headers.get("Strict-Transport-Security")
     assert (header == "max-age=31536000") if hsts else header is None, header
+
+
+def test_a_socket_attaching_just_after_its_logout_is_closed():
+    from chatapp.realtime.hub import Hub
+
+    class Tab:
+        """A socket whose handshake passed its check just before the logout."""
+
+        def __init__(self, key):
+            self.user_id, self.conversation_id, self.session_key = 7, 1, key
+            self.closed = None
+
+        def close(self, code, reason):
+            self.closed = code
+
+    hub = Hub()
+    hub.deliver({"type": "session_ended", "user_id": 7, "session_key": "ended"})
+    late, other = Tab("ended"), Tab("other")
+    for tab in (late, other):
+        hub.attach(tab, lambda: ({}, 0))
+    assert late.closed == 1008 and other.closed is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -12,6 +13,9 @@ from flask import render_template
 from .client import POLICY_VIOLATION, Client, Frame
 
 log = logging.getLogger(__name__)
+# How long a logged-out session is remembered, to close a socket whose handshake passed
+# its check just before the logout and attaches just after the event (seconds).
+ENDED_SESSION_MEMORY = 60.0
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Hub:
         self.users: dict[int, UserState] = {}
         # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
         self.slots: dict[int, int] = {}
+        # Sessions logged out lately (key -> when), for handshakes already past their check.
+        self.ended_sessions: dict[str, float] = {}
         self.on_read = None  # set by the read tracker: (user_ids, conversation_id, message_id)
         self.on_private_activity = None  # set by realtime.events: refresh a member's sidebar
         self.recount_unread = None  # set by realtime.events: (user_ids, conversation_id) -> counts
@@ -63,6 +69,9 @@ class Hub:
         with self._lock:
             state.clients.add(client)
             self.by_conversation[client.conversation_id].add(client)
+            ended = getattr(client, "session_key", None) in self.ended_sessions
+        if ended:  # logged out while this socket's handshake was on its way
+            client.close(POLICY_VIOLATION, "Logged out")
         return state
 
     def detach(self, client: Client) -> None:
@@ -207,6 +216,12 @@ class Hub:
     def _on_session_ended(self, event: dict) -> None:
         # Logged out: the sockets of that session go now (the handshake refuses new ones);
         # the user's other sessions, elsewhere, stay.
+        now = time.monotonic()
+        with self._lock:
+            self.ended_sessions = {
+                k: t for k, t in self.ended_sessions.items() if now - t < ENDED_SESSION_MEMORY
+            }
+            self.ended_sessions[event["session_key"]] = now
         for client in self.clients_of(event["user_id"]):
             if getattr(client, "session_key", None) == event["session_key"]:
                 client.close(POLICY_VIOLATION, "Logged out")
