@@ -5,7 +5,7 @@ import os
 import secrets
 import zlib
 
-from flask import Flask, g, render_template
+from flask import Flask, g, render_template, request
 
 
 def dom_id(obj, prefix: str | None = None) -> str:
@@ -120,6 +120,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # HTTPS only from now on, once served over it (directly, or through a trusted TLS
+        # proxy: ProxyFix has set the scheme) by a deployment that said so with its cookies.
+        if request.is_secure and app.config["SESSION_COOKIE_SECURE"]:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     return app

@@ -1,5 +1,7 @@
 """Accounts: register, log in, log out."""
 
+import logging
+
 from flask import (
     Blueprint,
     current_app,
@@ -7,22 +9,31 @@ from flask import (
     redirect,
     render_template,
     request,
+    abort,
     session,
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from limits import parse as parse_limit
 from sqlalchemy.exc import IntegrityError
 from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Regexp, ValidationError
 
+from . import ratelimit
 from .extensions import limiter, login_manager
-from .models import USERNAME_RE, User, db
+from .models import USERNAME_RE, User, UserSession, db
+from .realtime import events
 from .text import Encodable
 from .views import safe_next
 
+log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 TAKEN = "That username is taken; choose another."
+# Longest login fields worth any work: names are at most 32 characters (longer ones still
+# cost a verification, so that their timing says nothing), passwords at most 256.
+LOGIN_NAME_MAX = 64
+PASSWORD_MAX = 256
 
 
 class RegisterForm(FlaskForm):
@@ -44,7 +55,7 @@ class RegisterForm(FlaskForm):
         validators=[
             InputRequired("Choose a password."),
             Encodable(),
-            Length(min=8, max=256, message="Use at least 8 characters (at most 256)."),
+            Length(min=8, max=PASSWORD_MAX, message="Use at least 8 characters (at most 256)."),
         ],
     )
     confirm = PasswordField(
@@ -66,30 +77,36 @@ class LoginForm(FlaskForm):
     """The log-in form."""
 
     username = StringField(
-        "Username", validators=[InputRequired("Enter your username."), Encodable()]
+        "Username",
+        validators=[
+            InputRequired("Enter your username."),
+            Encodable(),
+            Length(max=LOGIN_NAME_MAX, message="Usernames are at most 32 characters."),
+        ],
     )
     password = PasswordField(
-        "Password", validators=[InputRequired("Enter your password."), Encodable()]
+        "Password",
+        validators=[
+            InputRequired("Enter your password."),
+            Encodable(),
+            Length(max=PASSWORD_MAX, message="Passwords are at most 256 characters."),
+        ],
     )
     remember = BooleanField("Keep me signed in")
 
 
 @login_manager.user_loader
 def load_user(session_id: str):
-    """Load the user of a session, unless deactivated or its sessions were ended."""
-    try:
-        user_id, epoch = (int(part) for part in session_id.split(":"))
-    except ValueError:
-        return None
-    user = db.session.get(User, user_id)
-    if user is None or user.session_epoch != epoch or not user.active:
-        return None
-    return user
+    """Load the user of a live session: not logged out, expired, deactivated or ended."""
+    return UserSession.load_user(session_id)
 
 
 def _start_session(user: User, remember: bool) -> None:
     """Log the user in with a fresh session (no fixation of an earlier one)."""
     session.clear()
+    # The record is what the cookies name (User.get_id): logging out deletes it.
+    UserSession.start(user, current_app.config["SESSION_LIFETIME"])
+    db.session.commit()
     login_user(user, remember=remember)
     session.permanent = remember
 
@@ -115,33 +132,53 @@ def register():
     return render_template("auth/register.html", form=form), status
 
 
-def _login_key() -> str:
-    """Throttle failed logins per username and address together."""
-    # Names are at most 32 characters: longer ones share one key, so they cannot fill
-    # the counter store with megabyte-long keys.
-    username = (request.form.get("username") or "").strip().lower()[:33]
-    return f"login:{username}:{request.remote_addr}"
+class LoginAttempt:
+    """One login attempt, counted against the limits before its password is checked.
 
+    Counting after the answer (as a failure) would let a burst of guesses, hashed in
+    parallel, all pass the check before the first one is counted. So each attempt takes
+    its place first, with one atomic increment per limit (Redis INCRBY, or the in-process
+    store), and gives it back only if the password was right: N simultaneous guesses
+    against a limit of L get exactly L verifications, the rest 429.
+    """
 
-def _login_failed(response) -> bool:
-    """Only failures count against the login limits: a successful login redirects."""
-    return response.status_code != 302
+    def __init__(self, username: str):
+        config = current_app.config
+        prefix = config["RATELIMIT_KEY_PREFIX"]
+        address = request.remote_addr or ""
+        # Longer names than 32 characters share one key (no such account exists), so
+        # they cannot fill the counter store with long keys.
+        name = username.strip().lower()[:33]
+        self.limits = [
+            # Per username and address: guessing one account's password.
+            (parse_limit(config["LOGIN_RATE"]), (prefix, "login", name, address)),
+            # Per address: trying name after name (each costs an argon2 verification).
+            (parse_limit(config["LOGIN_ADDRESS_RATE"]), (prefix, "login-address", address)),
+        ]
+        self.taken: list[tuple] = []  # (store, key, expiry) of each place taken
+
+    def reserve(self) -> bool:
+        """Take a place under every limit; False (taking none) if one is full."""
+        for item, identifiers in self.limits:
+            key, expiry = item.key_for(*identifiers), item.get_expiry()
+            store, count = ratelimit.increment(key, expiry, 1)
+            self.taken.append((store, key, expiry))
+            if count > item.amount:
+                self.refund()
+                return False
+        return True
+
+    def refund(self) -> None:
+        """Give the places back: this attempt does not count (the password was right)."""
+        for store, key, expiry in self.taken:
+            try:
+                store.incr(key, expiry, amount=-1)
+            except Exception as exc:  # noqa: BLE001 - the store went away meanwhile
+                log.warning("login counter not refunded: %s", exc)
+        self.taken = []
 
 
 @bp.route("/login/", methods=["GET", "POST"])
-@limiter.limit(
-    lambda: current_app.config["LOGIN_RATE"],
-    key_func=_login_key,
-    methods=["POST"],
-    deduct_when=_login_failed,
-)
-# One address trying name after name (each attempt costs an argon2 verification).
-@limiter.limit(
-    lambda: current_app.config["LOGIN_ADDRESS_RATE"],
-    key_func=lambda: f"login-address:{request.remote_addr}",
-    methods=["POST"],
-    deduct_when=_login_failed,
-)
 def login():
     """Log in with username and password."""
     if current_user.is_authenticated:
@@ -149,16 +186,22 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
+        attempt = LoginAttempt(form.username.data)
+        if not attempt.reserve():
+            abort(429)
         user = User.authenticate(form.username.data.strip(), form.password.data)
         if user is not None:
             if not user.active:
                 error = "This account has been deactivated. Ask an administrator."
             else:
                 db.session.commit()  # keep a rehashed password
+                attempt.refund()
                 _start_session(user, remember=form.remember.data)
                 return redirect(safe_next(request.args.get("next")))
         else:
             error = "Wrong username or password. Check both and try again."
+    if len(form.username.data or "") > LOGIN_NAME_MAX:
+        form.username.data = ""  # refused unread: not echoed back either
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form, error=error), status
 
@@ -166,9 +209,14 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """End this session."""
-    logout_user()
+    """End this session: on the server, in every cookie, and in its open sockets."""
+    user_id, key = current_user.id, current_user.session_key
+    UserSession.end(key)
+    db.session.commit()
+    events.session_ended(user_id, key)  # every worker closes this session's sockets
     session.clear()
+    # After the clear: logout_user() marks the remember cookie for deletion in the session.
+    logout_user()
     flash("You have logged out.")
     return redirect(url_for("auth.login"))
 
@@ -177,6 +225,8 @@ def too_many_requests(exc):
     """Explain a rate limit on the page that hit it."""
     if request.endpoint == "auth.login":
         form = LoginForm()
+        if len(form.username.data or "") > LOGIN_NAME_MAX:
+            form.username.data = ""
         error = "Too many failed attempts. Wait a few minutes, then try again."
         return render_template("auth/login.html", form=form, error=error), 429
     if request.endpoint == "auth.register":

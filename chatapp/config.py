@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from .database import engine_options
@@ -55,6 +56,8 @@ def from_environment(instance_path: str, root_path: str) -> dict:
     origins = os.environ.get("CHATAPP_ALLOWED_ORIGINS", "")
     database_url = _database_url(instance_path)
     redis_prefix = os.environ.get("CHATAPP_REDIS_PREFIX", "chatapp:")
+    # How long a login lasts at most, "Keep me signed in" or not (then it ends at once).
+    session_lifetime = timedelta(days=_int("CHATAPP_SESSION_DAYS", 30))
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url,
@@ -80,6 +83,9 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "SESSION_LIFETIME": session_lifetime,
+        "PERMANENT_SESSION_LIFETIME": session_lifetime,
+        "REMEMBER_COOKIE_DURATION": session_lifetime,
         "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session
         # Socket and message limits.
         "MAX_MESSAGE_CHARS": 4000,

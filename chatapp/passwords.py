@@ -35,12 +35,19 @@ def hash_password(password: str) -> str:
     return _hashing(_hasher.hash, password)
 
 
-def verify(password_hash: str, password: str) -> bool:
-    """Tell whether the password matches the stored hash."""
+def _matches(password_hash: str, password: str) -> bool:
+    """Whether the password matches the hash; a mismatch is an answer, not an error."""
     try:
-        return _hashing(_hasher.verify, password_hash, password)
+        return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def verify(password_hash: str, password: str) -> bool:
+    """Tell whether the password matches the stored hash."""
+    # The exception is caught inside the pool's thread: raised there, gevent's pool would
+    # log a full traceback for every wrong password.
+    return _hashing(_matches, password_hash, password)
 
 
 def needs_rehash(password_hash: str) -> bool:

@@ -16,14 +16,30 @@ log = logging.getLogger(__name__)
 _local_limiter: FixedWindowRateLimiter | None = None
 
 
+def _local() -> FixedWindowRateLimiter:
+    """This process's own counters, made on first need."""
+    global _local_limiter
+    if _local_limiter is None:
+        _local_limiter = FixedWindowRateLimiter(MemoryStorage())
+    return _local_limiter
+
+
 def hit(rate: str, *identifiers: str) -> bool:
     """Count one action against a rate such as "10/5second"; False once it goes past it."""
-    global _local_limiter
     item = parse_limit(rate)
     try:
         return limiter.limiter.hit(item, *identifiers)
     except Exception as exc:  # noqa: BLE001 - Redis down must not stop people sending
         log.warning("rate-limit store unreachable, counting in this process: %s", exc)
-        if _local_limiter is None:
-            _local_limiter = FixedWindowRateLimiter(MemoryStorage())
-        return _local_limiter.hit(item, *identifiers)
+        return _local().hit(item, *identifiers)
+
+
+def increment(key: str, expiry: int, amount: int):
+    """Add to a counter, atomically (Redis INCRBY); (store, new count). Redis down: here."""
+    store = limiter.storage
+    try:
+        return store, store.incr(key, expiry, amount=amount)
+    except Exception as exc:  # noqa: BLE001 - Redis down must not open the door, nor close it
+        log.warning("rate-limit store unreachable, counting in this process: %s", exc)
+        store = _local().storage
+        return store, store.incr(key, expiry, amount=amount)

@@ -34,7 +34,9 @@ def init_app(app) -> None:
 
 def _refuse(message: str, status: int):
     """The error fragment that appears in the composer (htmx swaps it whatever the status)."""
-    log.info("upload by user %s refused (%s): %s", current_user.get_id(), status, message)
+    # The user's id, not get_id(): that names the session, a secret the log must not hold.
+    user_id = getattr(current_user, "id", None)
+    log.info("upload by user %s refused (%s): %s", user_id, status, message)
     return posting.refusal_fragment(message), status
 
 

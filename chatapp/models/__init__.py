@@ -9,16 +9,16 @@ transaction its caller is still using. The one exception, User.authenticate, end
 a read-only transaction before hashing (see there).
 
 Modules build on each other one way: messages (Message, Image) <- conversations
-(Conversation, Membership) <- users (User, AuditEntry).
+(Conversation, Membership) <- users (User, UserSession, AuditEntry).
 """
 
 from ..extensions import db
 from .base import GROUP_GAP, MAX_ID, PUBLIC_KEY, USERNAME_RE, utcnow
 from .conversations import Conversation, Membership
 from .messages import Image, Message
-from .users import AuditEntry, User
+from .users import AuditEntry, User, UserSession
 
 __all__ = [
     "GROUP_GAP", "MAX_ID", "PUBLIC_KEY", "USERNAME_RE", "AuditEntry", "Conversation",
-    "Image", "Membership", "Message", "User", "db", "utcnow",
+    "Image", "Membership", "Message", "User", "UserSession", "db", "utcnow",
 ]

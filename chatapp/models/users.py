@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+import secrets
+from datetime import datetime, timedelta
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text, select
+from sqlalchemy import ForeignKey, String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .. import passwords
 from ..extensions import db
-from .base import utcnow
+from .base import MAX_ID, utcnow
 from .conversations import Conversation, Membership
 
 
@@ -30,14 +31,21 @@ class User(UserMixin, db.Model):
     # Bumped to end every session of this user (logout everywhere, deactivation).
     session_epoch: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The signed-in session (UserSession id) this object was loaded for: set by the login
+    # and by the user loader, never stored on the row.
+    session_key = None
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
         return self.active
 
     def get_id(self) -> str:
-        """Identify the session: user id plus epoch, so bumping the epoch logs it out."""
-        return f"{self.id}:{self.session_epoch}"
+        """Identify the session: user id, epoch and session record, each one revocable.
+
+        Flask-Login keeps this in the session cookie and in the remember cookie alike, so
+        ending the record (logout) or bumping the epoch (deactivation) refuses both.
+        """
+        return f"{self.id}:{self.session_epoch}:{self.session_key}"
 
     def set_password(self, password: str) -> None:
         """Store an argon2id hash of the password."""
@@ -110,6 +118,7 @@ class User(UserMixin, db.Model):
         """Refuse this user's logins and end every session they have."""
         self.active = False
         self.session_epoch += 1
+        db.session.execute(delete(UserSession).where(UserSession.user_id == self.id))
 
     def reactivate(self) -> None:
         """Let this user log in again (their old sessions stay ended)."""
@@ -122,6 +131,58 @@ class User(UserMixin, db.Model):
     def demote(self) -> None:
         """Take administration away from this user."""
         self.is_admin = False
+
+
+class UserSession(db.Model):
+    """One signed-in browser: what logging out ends, on the server, for good."""
+
+    __tablename__ = "user_sessions"
+
+    # A random token, carried (signed) in the session and remember cookies.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    @classmethod
+    def start(cls, user: User, lifetime: timedelta) -> UserSession:
+        """Open a session for the user, valid for `lifetime` (the caller commits)."""
+        now = utcnow()
+        # Each login sweeps the user's expired records, so they do not pile up.
+        db.session.execute(delete(cls).where(cls.user_id == user.id, cls.expires_at <= now))
+        record = cls(id=secrets.token_urlsafe(32), user_id=user.id, expires_at=now + lifetime)
+        db.session.add(record)
+        user.session_key = record.id
+        return record
+
+    @staticmethod
+    def end(session_key: str) -> None:
+        """End one session: its cookies, copied or not, are refused (the caller commits)."""
+        db.session.execute(delete(UserSession).where(UserSession.id == session_key))
+
+    @staticmethod
+    def load_user(session_id: str) -> User | None:
+        """The user of a live session ("user:epoch:session"), in one query; else None."""
+        try:
+            user_id, epoch, key = session_id.split(":")
+            user_id, epoch = int(user_id), int(epoch)
+        except ValueError:
+            return None
+        # The cookies are signed, but a key the database would refuse (NUL) is never valid.
+        if not 0 < user_id <= MAX_ID or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
+            return None
+        row = db.session.execute(
+            select(User, UserSession.expires_at)
+            .join(UserSession, UserSession.user_id == User.id)
+            .where(UserSession.id == key, User.id == user_id)
+        ).first()
+        if row is None:
+            return None
+        user, expires_at = row
+        if user.session_epoch != epoch or not user.active or expires_at <= utcnow():
+            return None
+        user.session_key = key
+        return user
 
 
 class AuditEntry(db.Model):

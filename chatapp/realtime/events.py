@@ -56,3 +56,8 @@ def message_deleted(message) -> None:
 def user_deactivated(user_id: int) -> None:
     """An account was deactivated: every process closes that user's sockets."""
     publish({"type": "user_deactivated", "user_id": user_id})
+
+
+def session_ended(user_id: int, session_key: str | None) -> None:
+    """Someone logged out: every process closes the sockets of that session."""
+    publish({"type": "session_ended", "user_id": user_id, "session_key": session_key})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -13,6 +14,9 @@ from .client import Client
 from .frames import POLICY_VIOLATION, Frame
 
 log = logging.getLogger(__name__)
+# How long a logged-out session is remembered, to close a socket whose handshake passed
+# its check just before the logout and attaches just after the event (seconds).
+ENDED_SESSION_MEMORY = 60.0
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Hub:
         self.on_read = on_read
         self.render_sidebars = render_sidebars
         self.recount_unread = recount_unread
+        # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
+        self.slots: dict[int, int] = {}
+        # Sessions logged out lately (key -> when), for handshakes already past their check.
+        self.ended_sessions: dict[str, float] = {}
 
     # -- who is connected --------------------------------------------------------------
 
@@ -67,6 +75,9 @@ class Hub:
         with self._lock:
             state.clients.add(client)
             self.by_conversation[client.conversation_id].add(client)
+            ended = getattr(client, "session_key", None) in self.ended_sessions
+        if ended:  # logged out while this socket's handshake was on its way
+            client.close(POLICY_VIOLATION, "Logged out")
         return state
 
     def detach(self, client: Client) -> None:
@@ -82,6 +93,29 @@ class Hub:
                 state.clients.discard(client)
                 if not state.clients:
                     del self.users[client.user_id]
+
+    def claim_slot(self, user_id: int, limit: int) -> bool:
+        """Count a socket of the user from its handshake on; False if `limit` are taken.
+
+        Counted at the check, in one step under the lock: between a handshake's check and
+        its attach() come database calls that yield (PostgreSQL) and the upgrade itself,
+        so a burst of handshakes counting attached sockets would all pass together.
+        """
+        with self._lock:
+            taken = self.slots.get(user_id, 0)
+            if taken >= limit:
+                return False
+            self.slots[user_id] = taken + 1
+            return True
+
+    def release_slot(self, user_id: int) -> None:
+        """A socket (or its refused or failed handshake) has ended."""
+        with self._lock:
+            taken = self.slots.get(user_id, 0) - 1
+            if taken > 0:
+                self.slots[user_id] = taken
+            else:
+                self.slots.pop(user_id, None)
 
     def clients(self):
         """Every open socket of this process."""
@@ -197,6 +231,19 @@ class Hub:
         # the handshake then refuses, as the session epoch has moved on).
         for client in self.clients_of(event["user_id"]):
             client.close(POLICY_VIOLATION, "Account deactivated")
+
+    def _on_session_ended(self, event: dict) -> None:
+        # Logged out: the sockets of that session go now (the handshake refuses new ones);
+        # the user's other sessions, elsewhere, stay.
+        now = time.monotonic()
+        with self._lock:
+            self.ended_sessions = {
+                k: t for k, t in self.ended_sessions.items() if now - t < ENDED_SESSION_MEMORY
+            }
+            self.ended_sessions[event["session_key"]] = now
+        for client in self.clients_of(event["user_id"]):
+            if getattr(client, "session_key", None) == event["session_key"]:
+                client.close(POLICY_VIOLATION, "Logged out")
 
     @staticmethod
     def _push_badge(state: UserState, conversation_id: int) -> None:

@@ -7,7 +7,7 @@ import logging
 import time
 from contextlib import nullcontext
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, current_app, g, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from limits import parse as parse_limit
@@ -53,9 +53,18 @@ def refuse_strangers():
     # Each socket costs the worker memory and a share of every fan-out: one account may
     # not hold an unbounded number (per worker; htmx retries a refused handshake later).
     limit = current_app.config["MAX_SOCKETS_PER_USER"]
-    if len(get().hub.clients_of(current_user.id)) >= limit:
+    if not get().hub.claim_slot(current_user.id, limit):
         log.warning("socket refused: user %s already has %d open", current_user.id, limit)
         abort(429, f"You have {limit} tabs open. Close one, then reload this page.")
+    g.socket_slot = current_user.id  # given back when the socket (or its handshake) ends
+
+
+@bp.teardown_request
+def give_back_slot(exc=None):
+    """The socket is gone: its user may open another."""
+    user_id = g.pop("socket_slot", None)
+    if user_id is not None:
+        get().hub.release_slot(user_id)
 
 
 def _encodable_json(data) -> bool:
@@ -188,6 +197,7 @@ def socket(ws, conversation_id: int):
         title=conversation.title_for(user),
     )
     refusals = Refusals(refusal_rate())
+    client.session_key = current_user.session_key  # logging out closes this socket
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         latest = Membership.mark_read(user.id, conversation)
