@@ -2,6 +2,8 @@
 
 import os
 
+from gunicorn import glogging
+
 bind = os.environ.get("CHATAPP_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -15,6 +17,21 @@ accesslog = os.environ.get("CHATAPP_ACCESS_LOG") or None
 # gunicorn 24+ opens a control socket at one fixed path per user (~/.gunicorn/), so two
 # instances on a machine take it from each other. Nothing here uses it.
 control_socket_disable = True
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's logger, leaving health probes (GET /up) out of the access log."""
+
+    def access(self, resp, req, environ, request_time):
+        """Log a request, unless it is a health probe and CHATAPP_LOG_HEALTH is not set."""
+        if environ.get("PATH_INFO") == "/up" and not _log_health:
+            return
+        super().access(resp, req, environ, request_time)
+
+
+# A load balancer probes every few seconds: those lines would drown everything else.
+_log_health = os.environ.get("CHATAPP_LOG_HEALTH", "").lower() in {"1", "true", "yes", "on"}
+logger_class = _Logger
 
 
 def on_starting(server):

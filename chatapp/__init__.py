@@ -57,7 +57,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from werkzeug.routing import IntegerConverter
 
-    from . import admin, assets, auth, chat, cli, realtime, uploads
+    from . import admin, assets, auth, chat, cli, health, realtime, uploads
     from .models import MAX_ID
 
     class IdConverter(IntegerConverter):
@@ -93,6 +93,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     uploads.init_app(app)
     cli.init_app(app)
     assets.init_app(app)
+    health.init_app(app)
 
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)

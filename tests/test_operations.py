@@ -1,0 +1,88 @@
+"""Running chatapp: the health probe, logs an operator's tools can read, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import PASSWORD, Person, free_port
+
+# Files, processes and HTTP: the engine matters only where a test says so.
+pytestmark = pytest.mark.databases("sqlite")
+
+
+def sqlite_path(server) -> Path:
+    return Path(server.env["DATABASE_URL"].removeprefix("sqlite:///"))
+
+
+# -- health --------------------------------------------------------------------------------
+
+
+@pytest.mark.databases("sqlite", "postgresql")
+def test_up_answers_ok_without_a_session_or_cookie(server):
+    response = requests.get(server.url + "/up", timeout=10)
+    assert response.status_code == 200
+    assert response.text == "ok\n"
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    # Only GET and HEAD are the probe; anything else is the app's business (405/404).
+    assert requests.head(server.url + "/up", timeout=10).status_code == 200
+    assert requests.post(server.url + "/up", timeout=10).status_code in (404, 405)
+
+
+def test_up_is_503_naming_the_database_when_its_file_is_gone_and_ok_again_after(server):
+    # Tests run as root, which chmod cannot stop; instead the file is moved away and a
+    # directory takes its place, which no SQLite connection can open. The worker's pooled
+    # connections still hold the moved file open: that is the case a probe must catch.
+    path = sqlite_path(server)
+    moved = path.with_name("moved-away.sqlite3")
+    assert requests.get(server.url + "/up", timeout=10).status_code == 200
+    path.rename(moved)
+    path.mkdir()
+    response = requests.get(server.url + "/up", timeout=10)
+    assert response.status_code == 503
+    assert response.text == "database unreachable\n"
+    assert "Set-Cookie" not in response.headers
+    assert "health check failed" in server.log() and "database:" in server.log()
+    path.rmdir()
+    moved.rename(path)
+    assert requests.get(server.url + "/up", timeout=10).status_code == 200
+
+
+def test_up_is_503_when_the_database_file_is_not_a_database(server):
+    path = sqlite_path(server)
+    saved = path.read_bytes()
+    path.write_bytes(b"this is not an SQLite file" * 200)
+    try:
+        response = requests.get(server.url + "/up", timeout=10)
+        assert response.status_code == 503
+        assert response.text == "database unreachable\n"
+    finally:
+        path.write_bytes(saved)
+
+
+@pytest.mark.redis
+def test_up_is_503_naming_redis_when_redis_is_unreachable(server_factory):
+    closed = free_port()  # nothing listens there
+    server = server_factory(REDIS_URL=f"redis://127.0.0.1:{closed}/0")
+    response = requests.get(server.url + "/up", timeout=10)
+    assert response.status_code == 503
+    assert response.text == "redis unreachable\n"
+    assert f"127.0.0.1:{closed}" not in response.text  # hosts stay in the log
+
+
+def test_health_probes_stay_out_of_the_access_log(server_factory):
+    server = server_factory(CHATAPP_ACCESS_LOG="-")
+    for _ in range(3):
+        requests.get(server.url + "/up", timeout=10)
+    requests.get(server.url + "/login/?after-probes", timeout=10)
+    server.stop()
+    log = server.log()
+    assert "GET /login/?after-probes" in log
+    assert "GET /up" not in log
