@@ -19,8 +19,30 @@ accesslog = os.environ.get("CHATAPP_ACCESS_LOG") or None
 control_socket_disable = True
 
 
+def _chatapp_logs():
+    """chatapp/logs.py, loaded by its path: importing the package here would import Flask
+    in the master, before each gevent worker monkey-patches the standard library."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chatapp", "logs.py")
+    spec = importlib.util.spec_from_file_location("_chatapp_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class _Logger(glogging.Logger):
-    """gunicorn's logger, leaving health probes (GET /up) out of the access log."""
+    """gunicorn's logger: its lines in chatapp's format (CHATAPP_LOG_FORMAT), and health
+    probes (GET /up) left out of the access log."""
+
+    def setup(self, cfg):
+        """Give gunicorn's own lines (boot, workers, errors) the app's format."""
+        super().setup(cfg)
+        logs = _chatapp_logs()
+        if logs.log_format() == "json":
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(logs.JsonFormatter())
 
     def access(self, resp, req, environ, request_time):
         """Log a request, unless it is a health probe and CHATAPP_LOG_HEALTH is not set."""

@@ -1,6 +1,5 @@
 """chatapp: a self-hosted real-time chat server built on server-rendered hypermedia."""
 
-import logging
 import os
 import secrets
 import zlib
@@ -53,7 +52,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {
             **app.config.get("RATELIMIT_STORAGE_OPTIONS", {}), "retry": Retry(NoBackoff(), 0)
         }
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import logs
+
+    logs.init_app(app)  # text or JSON lines (CHATAPP_LOG_FORMAT), request ids
 
     from werkzeug.routing import IntegerConverter
 

@@ -86,3 +86,69 @@ def test_health_probes_stay_out_of_the_access_log(server_factory):
     log = server.log()
     assert "GET /login/?after-probes" in log
     assert "GET /up" not in log
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def wait_for_log(server, needle: str, timeout: float = 10.0) -> None:
+    """Poll the server's log until a line holds needle."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while needle not in server.log():
+        assert time.monotonic() < deadline, f"no log line with {needle!r}:\n{server.log()[-2000:]}"
+        time.sleep(0.05)
+
+
+def test_json_logs_parse_carry_context_and_never_hold_secrets_or_message_text(server_factory):
+    server = server_factory(CHATAPP_LOG_FORMAT="json", CHATAPP_ACCESS_LOG="-")
+    body = "zebra quartz 1729 only-in-the-message"
+    wrong = "not-the-password-4242"
+    alice = Person(server, "alice").register()
+    again = Person(server, "alice")
+    assert again.login().url == server.url + "/"
+    intruder = Person(server, "alice", password=wrong)
+    assert intruder.login().url != server.url + "/"
+    sock = alice.connect()
+    sock.say(body)
+    sock.wait_for('hx-target="#composer"')
+    sock.close()
+    wait_for_log(server, "socket closed")
+    page = alice.get("/")
+    request_id = page.headers["X-Request-ID"]
+    secrets = [body, PASSWORD, wrong] + [c.value for c in (*alice.http.cookies, *again.http.cookies)]
+    server.stop()
+
+    text = server.log()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert all(isinstance(entry, dict) for entry in lines)
+    for entry in lines:
+        assert {"time", "level", "logger", "message"} <= set(entry), entry
+    for secret in secrets:
+        assert secret not in text, f"{secret!r} is in the log"
+
+    access = [e for e in lines if e["logger"] == "chatapp.access"]
+    assert access, "no access lines"
+    for entry in access:
+        assert {"request_id", "route", "duration_ms", "status", "method", "path"} <= set(entry), entry
+    page_line = next(e for e in access if e["request_id"] == request_id)
+    assert page_line["path"] == "/" and page_line["status"] == 200
+    assert isinstance(page_line["user_id"], int)
+    # Health probes and gunicorn's own lines are JSON too (the access log is on here).
+    assert any(e["logger"].startswith("gunicorn") for e in lines)
+
+    opened = next(e for e in lines if e["message"].startswith("socket opened"))
+    closed = next(e for e in lines if e["message"].startswith("socket closed"))
+    assert opened["user_id"] == page_line["user_id"] and opened["route"] == "/ws/<int:conversation_id>"
+    assert closed["close_code"] == 1000 and closed["request_id"] == opened["request_id"]
+    assert opened["level"] == closed["level"] == "INFO"
+
+
+def test_text_logs_are_the_default_and_requests_get_an_id(server):
+    response = requests.get(server.url + "/login/", timeout=10)
+    assert len(response.headers["X-Request-ID"]) == 32
+    other = requests.get(server.url + "/login/", timeout=10).headers["X-Request-ID"]
+    assert other != response.headers["X-Request-ID"]
+    wait_for_log(server, "GET /login/ 200")
+    assert not server.log().lstrip().startswith("{")

@@ -204,6 +204,7 @@ def socket(ws, conversation_id: int):
     )
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
+        log.info("socket opened: conversation %s", conversation_id, extra={"conversation_id": conversation_id})
         events.mark_read(user.id, conversation)
         snapshot(client, conversation, user)
         db.session.commit()  # hold no transaction while waiting for the next frame
@@ -222,3 +223,4 @@ def socket(ws, conversation_id: int):
         realtime.hub.detach(client)
         client.close(1000, "")
         client.join()  # the closing frame goes out before the server lets go of the socket
+        log.info("socket closed: code %s %s", int(ws.close_reason or 0), ws.close_message or "", extra={"conversation_id": conversation_id, "close_code": int(ws.close_reason or 0), "close_reason": ws.close_message or ""})
