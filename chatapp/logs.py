@@ -89,6 +89,8 @@ def _configure_root() -> None:
     root.addHandler(handler)
     if root.level == logging.WARNING or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+    # Alembic announces each of its plugins at INFO whenever a command loads it.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if log_format() == "json":
         # A warnings.warn() would otherwise print a multi-line, non-JSON text to stderr.
         logging.captureWarnings(True)
