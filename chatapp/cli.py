@@ -98,8 +98,27 @@ def restore_command(path: Path, force: bool) -> None:
     )
 
 
+@click.command("prune")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Delete messages older than this many days (default: CHATAPP_RETENTION_DAYS).")
+@with_appcontext
+def prune_command(days: int | None) -> None:
+    """Delete messages and their images older than the retention period (run it from cron)."""
+    from .retention import prune
+
+    days = days or current_app.config["RETENTION_DAYS"]
+    if not days:
+        click.echo("Retention is off (CHATAPP_RETENTION_DAYS is not set): nothing deleted.")
+        return
+    if days < 1:
+        raise click.ClickException("CHATAPP_RETENTION_DAYS must be a number of days, 1 or more.")
+    messages, images = prune(days)
+    click.echo(f"Deleted {messages} messages and {images} images older than {days} days.")
+
+
 def init_app(app) -> None:
     """Register the commands."""
     app.cli.add_command(create_admin)
     app.cli.add_command(backup_command)
     app.cli.add_command(restore_command)
+    app.cli.add_command(prune_command)

@@ -95,4 +95,6 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "HISTORY_PAGE_SIZE": 50,
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
+        # Messages older than this many days are deleted by `flask prune` (0: kept forever).
+        "RETENTION_DAYS": _int("CHATAPP_RETENTION_DAYS", 0),
     }

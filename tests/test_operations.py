@@ -152,3 +152,53 @@ def test_text_logs_are_the_default_and_requests_get_an_id(server):
     assert other != response.headers["X-Request-ID"]
     wait_for_log(server, "GET /login/ 200")
     assert not server.log().lstrip().startswith("{")
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+@pytest.mark.databases("sqlite", "postgresql")
+def test_retention_deletes_exactly_the_messages_and_images_past_the_limit(app, runner):
+    import uuid
+    from datetime import timedelta
+
+    from chatapp.extensions import db
+    from chatapp.models import Conversation, Image, Message, User, utcnow
+
+    uploads = Path(app.config["UPLOAD_DIR"])
+
+    def image(name: str) -> Image:
+        for suffix in ("", "-thumb"):
+            (uploads / f"{name}{suffix}.png").write_bytes(b"an image")
+        return Image(path=f"{name}.png", thumb_path=f"{name}-thumb.png", content_type="image/png",
+                     width=1, height=1, size_bytes=8, thumb_width=1, thumb_height=1)
+
+    ages = {"ancient": 400, "old": 31, "old-image": 31, "recent": 29, "recent-image": 29, "new": 0}
+    with app.app_context():
+        alice = User.register("alice", PASSWORD)
+        db.session.commit()
+        room = Conversation.public_room()
+        for body, age in ages.items():
+            message, _ = Message.post(room, alice, body, str(uuid.uuid4()),
+                                      image=image(body) if "image" in body else None)
+            message.created_at = utcnow() - timedelta(days=age)
+            db.session.commit()
+
+    def bodies() -> list[str]:
+        with app.app_context():
+            return list(db.session.scalars(db.select(Message.body).order_by(Message.id)))
+
+    off = runner.invoke(args=["prune"])
+    assert off.exit_code == 0 and "Retention is off" in off.output
+    assert bodies() == list(ages)
+
+    app.config["RETENTION_DAYS"] = 30
+    done = runner.invoke(args=["prune"])
+    assert done.exit_code == 0, done.output
+    assert "Deleted 3 messages and 1 images older than 30 days" in done.output
+    assert bodies() == ["recent", "recent-image", "new"]
+    assert sorted(p.name for p in uploads.iterdir()) == ["recent-image-thumb.png", "recent-image.png"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Image.id))) == 1
+    again = runner.invoke(args=["prune"])
+    assert "Deleted 0 messages and 0 images" in again.output
