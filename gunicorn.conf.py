@@ -57,7 +57,17 @@ logger_class = _Logger
 
 
 def on_starting(server):
-    """Refuse several workers without Redis: each would hold a separate, partial chat."""
+    """Refuse several workers without Redis: each would hold a separate, partial chat.
+    With CHATAPP_METRICS, give the workers an empty folder to share their metrics in."""
+    if os.environ.get("CHATAPP_METRICS", "").lower() in {"1", "true", "yes", "on"}:
+        import glob
+        import tempfile
+
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="chatapp-metrics-")
+        os.makedirs(folder, exist_ok=True)
+        for stale in glob.glob(os.path.join(folder, "*.db")):  # a previous run's numbers
+            os.unlink(stale)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # inherited by every worker
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             f"chatapp: {server.cfg.workers} workers need REDIS_URL, so that a message "
@@ -114,3 +124,11 @@ def worker_int(worker):
 def worker_exit(server, worker):
     """Last chance on any exit path."""
     _close_sockets(worker)
+
+
+def child_exit(server, worker):
+    """A worker is gone: its open-socket and pool gauges no longer count."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -58,7 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from werkzeug.routing import IntegerConverter
 
-    from . import admin, assets, auth, chat, cli, health, realtime, uploads
+    from . import admin, assets, auth, chat, cli, health, metrics, realtime, uploads
     from .models import MAX_ID
 
     class IdConverter(IntegerConverter):
@@ -95,6 +95,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     assets.init_app(app)
     health.init_app(app)
+    metrics.init_app(app)
 
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)

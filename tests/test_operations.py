@@ -202,3 +202,85 @@ def test_retention_deletes_exactly_the_messages_and_images_past_the_limit(app, r
         assert db.session.scalar(db.select(db.func.count(Image.id))) == 1
     again = runner.invoke(args=["prune"])
     assert "Deleted 0 messages and 0 images" in again.output
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+def scrape(server, **headers) -> dict[tuple[str, tuple], float]:
+    """GET /metrics and return {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = requests.get(server.url + "/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text[:300]
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_are_off_by_default(server):
+    assert requests.get(server.url + "/metrics", timeout=10).status_code == 404
+
+
+def test_metrics_are_refused_from_an_address_not_allowed(server_factory):
+    closed_to_us = server_factory(CHATAPP_METRICS="1", CHATAPP_METRICS_ALLOW="10.0.0.0/8")
+    response = requests.get(closed_to_us.url + "/metrics", timeout=10)
+    assert response.status_code == 403 and "chatapp_" not in response.text
+    open_to_us = server_factory(CHATAPP_METRICS="1")
+    assert requests.get(open_to_us.url + "/metrics", timeout=10).status_code == 200
+    # Through a proxy nobody declared (CHATAPP_TRUSTED_PROXIES): loopback is the proxy's.
+    proxied = requests.get(open_to_us.url + "/metrics", timeout=10,
+                           headers={"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.status_code == 403
+
+
+def test_metrics_count_messages_refusals_and_a_1013_close_of_a_slow_client(server_factory):
+    import base64
+    import socket
+    import time
+
+    import websocket
+
+    # A small backlog overflows (1013) long before a 3 s write timeout would drop the
+    # socket; the timeout then ends the closing socket, which never reads its close frame.
+    server = server_factory(CHATAPP_METRICS="1", CHATAPP_SEND_QUEUE_SIZE="4",
+                            CHATAPP_SEND_TIMEOUT="3", CHATAPP_MESSAGE_RATE="100000/minute")
+    alice, bob = Person(server, "alice").register(), Person(server, "bob").register()
+    Person(server, "bob", password="wrong password here").login()
+    stalled = bob.connect(sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    sock = alice.connect()
+    sock.say("   ")  # nothing to post: refused
+    sock.wait_for('id="composer-error"')
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        alice.connect(origin="https://evil.example")
+
+    closed_1013 = ("chatapp_socket_closes_total", (("code", "1013"),))
+    noise = base64.b64encode(os.urandom(2900)).decode()  # incompressible, under 4000 chars
+    sent = 0
+    deadline = time.monotonic() + 240
+    while scrape(server).get(closed_1013, 0) < 1:
+        assert time.monotonic() < deadline, "the stalled socket was never closed with 1013"
+        # In time more than the stalled socket's kernel buffers hold.
+        for i in range(50):
+            sock.say(f"{sent + i} {noise}")
+        for _ in range(50):
+            sock.wait_for('hx-target="#composer"', timeout=30)
+        sent += 50
+    stalled.close()
+
+    got = scrape(server)
+    assert got[("chatapp_messages_posted_total", ())] == sent
+    assert got[("chatapp_refusals_total", (("reason", "frame"),))] == 1
+    assert got[("chatapp_refusals_total", (("reason", "handshake_forbidden"),))] == 1
+    assert got[("chatapp_login_failures_total", ())] == 1
+    assert got[closed_1013] == 1
+    assert got[("chatapp_socket_connects_total", ())] == 2
+    assert got[("chatapp_sockets_open", ())] == 1  # alice's is still open
+    assert got[("chatapp_message_post_seconds_count", ())] == sent
+    assert got[("chatapp_backplane_lag_seconds_count", ())] == sent
+    assert got[("chatapp_message_deliveries_total", ())] >= sent
+    assert got[("chatapp_http_request_seconds_count", (("method", "POST"), ("route", "/login/")))] == 1
+    assert ("chatapp_db_pool_in_use", ()) in got
+    assert "socket closed: code 1013" in server.log()  # the log says who closed, and why

@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import render_template
 from sqlalchemy import update
 
+from .. import metrics
 from . import get
 
 
 def publish(event: dict) -> None:
     """Send an event to every process's hub (this one included)."""
+    metrics.published(event)
     get().backplane.publish(event)
 
 

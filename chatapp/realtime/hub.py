@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
+from .. import metrics
 from .client import POLICY_VIOLATION, Client, Frame
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Hub:
                         self._push_badge(state, conversation_id)
                 if members is not None and state.top_chat != conversation_id:
                     sidebar_refresh.append(user_id)
+        metrics.delivered(event, len(readers))
         readers.discard(author_id)
         if self.on_read is not None and readers:
             self.on_read(readers, conversation_id, message_id)

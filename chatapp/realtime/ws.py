@@ -15,6 +15,7 @@ from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
+from .. import metrics
 from ..extensions import db, limiter, sock
 from ..models import Conversation, Message, User, unread_counts
 from . import events, get
@@ -127,12 +128,14 @@ def _check_rate(user_id: int) -> None:
 
 def handle_frame(client: Client, conversation: Conversation, user: User, raw) -> None:
     """Post the composer's message, or tell the sender why not."""
+    started = time.perf_counter()
     try:
         data = _parse(raw)
         body = _check_body(data["body"])
         _check_rate(client.user_id)
     except Refusal as refusal:
         log.info("frame from user %s refused: %s", user.id, refusal)
+        metrics.refused("frame")
         client.push(render_template("pushes/composer_error.html", error=str(refusal)))
         return
     # The push is rendered inside the transaction that stores the message (its grouping
@@ -144,6 +147,7 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw) ->
         events.publish(event)
     # The acknowledgement: a fresh, empty composer (with a new client id).
     client.push(_composer(client.conversation_id))
+    metrics.acknowledged(started)
 
 
 def snapshot(client: Client, conversation: Conversation, user: User) -> None:
@@ -205,6 +209,7 @@ def socket(ws, conversation_id: int):
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         log.info("socket opened: conversation %s", conversation_id, extra={"conversation_id": conversation_id})
+        metrics.socket_opened()
         events.mark_read(user.id, conversation)
         snapshot(client, conversation, user)
         db.session.commit()  # hold no transaction while waiting for the next frame
@@ -223,4 +228,6 @@ def socket(ws, conversation_id: int):
         realtime.hub.detach(client)
         client.close(1000, "")
         client.join()  # the closing frame goes out before the server lets go of the socket
-        log.info("socket closed: code %s %s", int(ws.close_reason or 0), ws.close_message or "", extra={"conversation_id": conversation_id, "close_code": int(ws.close_reason or 0), "close_reason": ws.close_message or ""})
+        code = getattr(client, "close_code", None) or int(ws.close_reason or 0)  # ours, else the peer's
+        log.info("socket closed: code %s %s", code, ws.close_message or "", extra={"conversation_id": conversation_id, "close_code": code, "close_reason": ws.close_message or ""})
+        metrics.socket_closed(code)
