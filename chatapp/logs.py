@@ -32,7 +32,7 @@ def log_format() -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any context fields."""
+    """One JSON object per line: time, level, logger, message, pid and any context fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -42,6 +42,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which gunicorn worker
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):

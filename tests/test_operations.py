@@ -284,3 +284,26 @@ def test_metrics_count_messages_refusals_and_a_1013_close_of_a_slow_client(serve
     assert got[("chatapp_http_request_seconds_count", (("method", "POST"), ("route", "/login/")))] == 1
     assert ("chatapp_db_pool_in_use", ()) in got
     assert "socket closed: code 1013" in server.log()  # the log says who closed, and why
+
+
+@pytest.mark.redis
+def test_metrics_of_every_gunicorn_worker_are_summed(server_factory):
+    import time
+    import uuid
+
+    server = server_factory(CHATAPP_METRICS="1", CHATAPP_LOG_FORMAT="json", WEB_CONCURRENCY="2",
+                            REDIS_URL="redis://127.0.0.1:6379/0",
+                            CHATAPP_REDIS_PREFIX=f"test-{uuid.uuid4().hex[:8]}:")
+
+    def login_lines():
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        return [e for e in lines if e["logger"] == "chatapp.access" and e["path"] == "/login/"]
+
+    deadline = time.monotonic() + 60
+    while len({e["pid"] for e in login_lines()}) < 2:  # each worker has served some
+        assert time.monotonic() < deadline, "one worker took every request"
+        for _ in range(10):
+            requests.get(server.url + "/login/", timeout=10, headers={"Connection": "close"})
+    served = len(login_lines())
+    got = scrape(server)  # from one worker, whichever answers
+    assert got[("chatapp_http_request_seconds_count", (("method", "GET"), ("route", "/login/")))] == served
