@@ -58,9 +58,11 @@ def from_environment(instance_path: str, root_path: str) -> dict:
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(
-            database_url, _int("CHATAPP_DB_POOL_SIZE", 10)
-        ),
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            **engine_options(database_url, _int("CHATAPP_DB_POOL_SIZE", 10)),
+            # A database error in the log must not carry its statement's values (message text).
+            "hide_parameters": True,
+        },
         "REDIS_URL": os.environ.get("REDIS_URL") or None,
         # Proxies in front that set X-Forwarded-For/-Proto (0: trust no such header).
         "TRUSTED_PROXIES": _int("CHATAPP_TRUSTED_PROXIES", 0),

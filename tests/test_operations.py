@@ -307,3 +307,25 @@ def test_metrics_of_every_gunicorn_worker_are_summed(server_factory):
     served = len(login_lines())
     got = scrape(server)  # from one worker, whichever answers
     assert got[("chatapp_http_request_seconds_count", (("method", "GET"), ("route", "/login/")))] == served
+
+
+def test_a_database_error_in_the_log_does_not_carry_message_text(app):
+    import uuid
+
+    from sqlalchemy.exc import IntegrityError
+
+    from chatapp.extensions import db
+    from chatapp.models import Conversation, Message, User
+
+    body = "a private sentence 5521"
+    with app.app_context():
+        alice = User.register("alice", PASSWORD)
+        db.session.commit()
+        client_id = str(uuid.uuid4())
+        Message.post(Conversation.public_room(), alice, "first", client_id)
+        duplicate = Message(conversation_id=1, author_id=alice.id, body=body, client_id=client_id)
+        db.session.add(duplicate)
+        with pytest.raises(IntegrityError) as failure:
+            db.session.flush()
+        db.session.rollback()
+    assert body not in str(failure.value)

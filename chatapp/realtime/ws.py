@@ -206,10 +206,11 @@ def socket(ws, conversation_id: int):
         ping_interval=config["PING_INTERVAL"],
         title=conversation_title(conversation, user),
     )
+    log.info("socket opened: conversation %s", conversation_id,
+             extra={"conversation_id": conversation_id})
+    metrics.socket_opened()
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
-        log.info("socket opened: conversation %s", conversation_id, extra={"conversation_id": conversation_id})
-        metrics.socket_opened()
         events.mark_read(user.id, conversation)
         snapshot(client, conversation, user)
         db.session.commit()  # hold no transaction while waiting for the next frame
@@ -228,6 +229,7 @@ def socket(ws, conversation_id: int):
         realtime.hub.detach(client)
         client.close(1000, "")
         client.join()  # the closing frame goes out before the server lets go of the socket
-        code = getattr(client, "close_code", None) or int(ws.close_reason or 0)  # ours, else the peer's
-        log.info("socket closed: code %s %s", code, ws.close_message or "", extra={"conversation_id": conversation_id, "close_code": code, "close_reason": ws.close_message or ""})
+        code = getattr(client, "close_code", None) or int(ws.close_reason or 0)  # ours, else theirs
+        log.info("socket closed: code %s %s", code, ws.close_message or "", extra={
+            "conversation_id": conversation_id, "close_code": code, "close_reason": ws.close_message})
         metrics.socket_closed(code)
