@@ -309,6 +309,7 @@ def test_metrics_of_every_gunicorn_worker_are_summed(server_factory):
     assert got[("chatapp_http_request_seconds_count", (("method", "GET"), ("route", "/login/")))] == served
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_a_database_error_in_the_log_does_not_carry_message_text(app):
     import uuid
 
