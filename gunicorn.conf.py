@@ -2,6 +2,8 @@
 
 import os
 
+from gunicorn import glogging
+
 bind = os.environ.get("CHATAPP_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -17,8 +19,55 @@ accesslog = os.environ.get("CHATAPP_ACCESS_LOG") or None
 control_socket_disable = True
 
 
+def _chatapp_logs():
+    """chatapp/logs.py, loaded by its path: importing the package here would import Flask
+    in the master, before each gevent worker monkey-patches the standard library."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chatapp", "logs.py")
+    spec = importlib.util.spec_from_file_location("_chatapp_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's logger: its lines in chatapp's format (CHATAPP_LOG_FORMAT), and health
+    probes (GET /up) left out of the access log."""
+
+    def setup(self, cfg):
+        """Give gunicorn's own lines (boot, workers, errors) the app's format."""
+        super().setup(cfg)
+        logs = _chatapp_logs()
+        if logs.log_format() == "json":
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(logs.JsonFormatter())
+
+    def access(self, resp, req, environ, request_time):
+        """Log a request, unless it is a health probe and CHATAPP_LOG_HEALTH is not set."""
+        if environ.get("PATH_INFO") == "/up" and not _log_health:
+            return
+        super().access(resp, req, environ, request_time)
+
+
+# A load balancer probes every few seconds: those lines would drown everything else.
+_log_health = os.environ.get("CHATAPP_LOG_HEALTH", "").lower() in {"1", "true", "yes", "on"}
+logger_class = _Logger
+
+
 def on_starting(server):
-    """Refuse several workers without Redis: each would hold a separate, partial chat."""
+    """Refuse several workers without Redis: each would hold a separate, partial chat.
+    With CHATAPP_METRICS, give the workers an empty folder to share their metrics in."""
+    if os.environ.get("CHATAPP_METRICS", "").lower() in {"1", "true", "yes", "on"}:
+        import glob
+        import tempfile
+
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="chatapp-metrics-")
+        os.makedirs(folder, exist_ok=True)
+        for stale in glob.glob(os.path.join(folder, "*.db")):  # a previous run's numbers
+            os.unlink(stale)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # inherited by every worker
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             f"chatapp: {server.cfg.workers} workers need REDIS_URL, so that a message "
@@ -75,3 +124,11 @@ def worker_int(worker):
 def worker_exit(server, worker):
     """Last chance on any exit path."""
     _close_sockets(worker)
+
+
+def child_exit(server, worker):
+    """A worker is gone: its open-socket and pool gauges no longer count."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,6 +1,5 @@
 """chatapp: a self-hosted real-time chat server built on server-rendered hypermedia."""
 
-import logging
 import os
 import secrets
 import zlib
@@ -53,14 +52,16 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {
             **app.config.get("RATELIMIT_STORAGE_OPTIONS", {}), "retry": Retry(NoBackoff(), 0)
         }
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import logs
+
+    logs.init_app(app)  # text or JSON lines (CHATAPP_LOG_FORMAT), request ids
 
     from werkzeug.routing import IntegerConverter
 
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, assets, auth, chat, cli, realtime, uploads
+    from . import admin, assets, auth, chat, cli, health, metrics, realtime, uploads
     from .models import MAX_ID
     from .posting import new_client_id
     from .realtime import ws
@@ -99,6 +100,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     uploads.init_app(app)
     cli.init_app(app)
     assets.init_app(app)
+    health.init_app(app)
+    metrics.init_app(app)
 
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)

@@ -104,4 +104,9 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "HISTORY_PAGE_SIZE": 50,
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
+        # Messages older than this many days are deleted by `flask prune` (0: kept forever).
+        "RETENTION_DAYS": _int("CHATAPP_RETENTION_DAYS", 0),
+        # Prometheus metrics at /metrics, for these addresses (comma-separated networks).
+        "METRICS": _flag("CHATAPP_METRICS"),
+        "METRICS_ALLOW": os.environ.get("CHATAPP_METRICS_ALLOW") or "127.0.0.0/8,::1",
     }

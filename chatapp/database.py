@@ -12,11 +12,14 @@ log = logging.getLogger(__name__)
 
 def engine_options(url: str, pool_size: int) -> dict:
     """Pool settings for SQLAlchemy's create_engine, by database."""
+    # A database error in the log must not carry its statement's values (message text).
+    options = {"hide_parameters": True}
     if not url.startswith("postgresql"):
-        return {}
+        return options
     # Sessions give their connection back after each frame (ws.py rolls back), so a
     # worker holding thousands of sockets needs only a few connections at a time.
     return {
+        **options,
         "pool_pre_ping": True,  # a restarted PostgreSQL costs one retry, not an error page
         "pool_size": pool_size,
         "max_overflow": pool_size * 2,

@@ -10,7 +10,7 @@ import uuid
 
 from flask import current_app, render_template
 
-from . import ratelimit
+from . import metrics, ratelimit
 from .extensions import db
 from .models import Conversation, Image, Message, User
 from .realtime.current import get
@@ -96,6 +96,7 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     event = message_event(message) if created else None
     db.session.commit()
     if event is not None:
+        metrics.published(event)  # counts it, and stamps the time for the backplane lag
         get().backplane.publish(event)  # to every process's hub, this one included
     return message, created
 

@@ -12,7 +12,7 @@ from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
 
-from . import imaging, posting
+from . import imaging, metrics, posting
 from .extensions import db
 from .models import Conversation, Image, Message
 from .posting import Refusal
@@ -83,6 +83,7 @@ def upload(conversation_id: int):
                 )
             _post(conversation, caption, client_id, processed)
     except Refusal as refusal:  # imaging.Refused among them (422)
+        metrics.refused("upload")
         return _refuse(str(refusal), refusal.status)
     return posting.acknowledgement(conversation.id)
 

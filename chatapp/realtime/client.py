@@ -279,6 +279,7 @@ class Client(Reading):
         """Drop whatever is waiting and close the socket with this code."""
         if self.closing:
             return
+        self.close_code = code  # who closed first, and why: for the log and metrics
         try:
             frame = self.ws.ws.send(CloseConnection(code, reason))
         except Exception:  # noqa: BLE001 - the connection had already closed

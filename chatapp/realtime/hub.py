@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
+from .. import metrics
 from .client import Client
 from .frames import POLICY_VIOLATION, Frame
 
@@ -166,6 +167,7 @@ class Hub:
                         self._push_badge(state, conversation_id)
                 if members is not None and state.top_chat != conversation_id:
                     sidebar_refresh.append(user_id)
+        metrics.delivered(event, len(readers))
         readers.discard(author_id)
         if readers:
             self.on_read(readers, conversation_id, message_id)

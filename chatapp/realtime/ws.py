@@ -12,7 +12,7 @@ from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from limits import parse as parse_limit
 
-from .. import posting
+from .. import metrics, posting
 from ..extensions import db, sock
 from ..models import Conversation, Membership, Message, User
 from ..posting import Refusal
@@ -135,11 +135,13 @@ class Refusals:
 def handle_frame(client: Client, conversation: Conversation, user: User, raw,
                  refusals: Refusals | None = None) -> None:
     """Post the composer's message, or tell the sender why not (closing a flooder)."""
+    started = time.perf_counter()
     try:
         data = _parse(raw)
         body = posting.message_text(data["body"])
         posting.check_rate(client.user_id)
     except Refusal as refusal:
+        metrics.refused("frame")
         if refusals is not None and refusals.one_too_many():
             log.warning("socket of user %s closed: more than %d refused frames in %ds",
                         user.id, refusals.limit, refusals.window)
@@ -151,6 +153,7 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw,
     posting.post(conversation, user, body, data["client_id"])
     # The acknowledgement: a fresh, empty composer (with a new client id).
     client.push(posting.acknowledgement(client.conversation_id))
+    metrics.acknowledged(started)
 
 
 def snapshot(client: Client, conversation: Conversation, user: User) -> None:
@@ -198,6 +201,9 @@ def socket(ws, conversation_id: int):
     )
     refusals = Refusals(refusal_rate())
     client.session_key = current_user.session_key  # logging out closes this socket
+    log.info("socket opened: conversation %s", conversation_id,
+             extra={"conversation_id": conversation_id})
+    metrics.socket_opened()
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         latest = Membership.mark_read(user.id, conversation)
@@ -222,3 +228,7 @@ def socket(ws, conversation_id: int):
         realtime.hub.detach(client)
         client.close(1000, "")
         client.join()  # the closing frame goes out before the server lets go of the socket
+        code = getattr(client, "close_code", None) or int(ws.close_reason or 0)  # ours, else theirs
+        log.info("socket closed: code %s %s", code, ws.close_message or "", extra={
+            "conversation_id": conversation_id, "close_code": code, "close_reason": ws.close_message})
+        metrics.socket_closed(code)
