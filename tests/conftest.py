@@ -124,6 +124,10 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def app(tmp_path, database_url, monkeypatch):
     """An in-process app on a migrated database of its own."""
+    # A developer's shell settings (REDIS_URL switches backplane and limiter) stay out.
+    for key in list(os.environ):
+        if key.startswith("CHATAPP_") or key == "REDIS_URL":
+            monkeypatch.delenv(key)
     for key, value in base_env(tmp_path, database_url).items():
         monkeypatch.setenv(key, value)
     from flask_migrate import upgrade
