@@ -381,7 +381,9 @@ def test_attaching_an_image_in_the_browser(browser, people, tmp_path):
         page.get_by_label("Caption").fill("from the browser")
         page.get_by_role("button", name="Send image").click()
         expect(page.get_by_text("Sending…")).to_be_visible()
-        while not held:
+        deadline = time.monotonic() + 15
+        while not held:  # bounded: a request that never comes fails here, not hangs
+            assert time.monotonic() < deadline, "the upload request never reached the route"
             page.wait_for_timeout(20)
         held[0].continue_()
 
