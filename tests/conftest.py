@@ -310,6 +310,22 @@ def server(server_factory):
     return server_factory()
 
 
+def frames_to_fill(stalled: socket.socket, frame_bytes: int, queue_size: int) -> int:
+    """How many frames of frame_bytes a server may have to push before a reader that has
+    stopped reading overflows its queue: the kernel buffers on both ends, then the queue.
+
+    The stalled side's receive buffer is read from its socket (the kernel rounds what was
+    asked); the server's send buffer grows by autotuning up to tcp_wmem's maximum.
+    """
+    receive = stalled.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    try:
+        send = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):  # no /proc: what this socket may send at most
+        send = max(stalled.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), 4 * 1024 * 1024)
+    # A quarter more: frame headers, and what is in flight between the two buffers.
+    return int((receive + send) / frame_bytes * 1.25) + queue_size + 10
+
+
 MESSAGE_ID = re.compile(r'<article id="message-(\d+)"')
 
 
