@@ -326,6 +326,37 @@ def frames_to_fill(stalled: socket.socket, frame_bytes: int, queue_size: int) ->
     return int((receive + send) / frame_bytes * 1.25) + queue_size + 10
 
 
+def open_private_chats(server: LiveServer, *pairs: tuple[str, str]) -> list[int]:
+    """Open the private chats of pairs of registered people through the model, as their
+    first message would; their conversation ids, in order.
+
+    Done here rather than through a page, so that tests do not depend on which request
+    creates a chat.
+    """
+    from unittest import mock
+
+    # Without REDIS_URL: opening a chat publishes nothing, and needs no subscriber.
+    env = {k: v for k, v in server.env.items() if k != "REDIS_URL"}
+    with mock.patch.dict(os.environ, env, clear=True):
+        from chatapp import create_app
+
+        app = create_app()
+    from chatapp.extensions import db
+    from chatapp.models import User, open_direct
+
+    with app.app_context():
+        try:
+            return [open_direct(User.by_username(a), User.by_username(b)).id for a, b in pairs]
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def open_private_chat(server: LiveServer, first: str, second: str) -> int:
+    """The id of the private chat of two registered people, opened through the model."""
+    return open_private_chats(server, (first, second))[0]
+
+
 MESSAGE_ID = re.compile(r'<article id="message-(\d+)"')
 
 
