@@ -230,39 +230,44 @@ def test_fan_out_cost_does_not_grow_with_recipients(app, tmp_path):
 
 @pytest.mark.databases("postgresql")
 def test_many_private_chats_at_once_all_deliver(server_factory, database_url):
-    """Twenty chats writing at once on a pool of two: every message and image arrives.
+    """Forty chats writing at once on a pool of two: every message and image arrives.
 
-    Each private message re-renders both members' sidebars while the publisher's request
-    still holds its database connection; delivering in a fresh session would want a
-    second one, and with more concurrent publishers than the pool holds they all waited
-    on each other until the pool timed out. PostgreSQL, because its queries yield under
-    gevent and so the publishers overlap (sqlite3 calls never yield); image uploads,
-    because they were the path that held two connections.
+    Each private message that moves a chat to the head of a member's sidebar re-renders
+    it while the publisher's request still holds its database connection; delivering in a
+    fresh session would want a second one, and with more concurrent publishers than the
+    pool holds they all waited on each other until the pool timed out. PostgreSQL, because
+    its queries yield under gevent and so the publishers overlap (sqlite3 calls never
+    yield); image uploads, because they were the path that held two connections; each
+    sender alternates between two chats, so that every message moves one to the head.
     """
     from sqlalchemy import create_engine, text
 
     from test_uploads import picture, upload
 
     server = server_factory(CHATAPP_MESSAGE_RATE="1000/second", CHATAPP_DB_POOL_SIZE="2")
-    names = [(f"left{i:02}", f"right{i:02}") for i in range(20)]
-    people = {n: Person(server, n).register() for pair in names for n in pair}
-    chats = open_private_chats(server, *names)
-    sockets = [(people[a].connect(chat), people[b].connect(chat))
-               for (a, b), chat in zip(names, chats)]
+    n = 20
+    left = [Person(server, f"left{i:02}").register() for i in range(n)]
+    right = [Person(server, f"right{i:02}").register() for i in range(n)]
+    texts = open_private_chats(server, *((left[i].username, right[i].username)
+                                         for i in range(n)))
+    images = open_private_chats(server, *((left[i].username, right[(i + 1) % n].username)
+                                          for i in range(n)))
+    senders = [left[i].connect(texts[i]) for i in range(n)]
+    listeners = {chat: right[i].connect(chat) for i, chat in enumerate(texts)}
+    listeners.update({chat: right[(i + 1) % n].connect(chat) for i, chat in enumerate(images)})
     image = picture("PNG", size=(400, 300))
     failures = []
 
-    def chat(sender, conversation_id):
+    def chat(i):
         try:
             for k in range(5):
-                sender.say(f"line {k}")
-                response = upload(sender.person, conversation_id, image, caption=f"image {k}")
+                senders[i].say(f"line {k}")
+                response = upload(left[i], images[i], image, caption=f"image {k}")
                 assert response.status_code == 200, response.text[:300]
         except Exception as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
-    threads = [threading.Thread(target=chat, args=(out, conversation_id))
-               for (out, _), conversation_id in zip(sockets, chats)]
+    threads = [threading.Thread(target=chat, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -274,9 +279,10 @@ def test_many_private_chats_at_once_all_deliver(server_factory, database_url):
             stored = conn.execute(text("SELECT conversation_id, id FROM messages")).all()
     finally:
         engine.dispose()
-    assert len(stored) == len(chats) * 10
-    for (_, listener), conversation_id in zip(sockets, chats):
+    assert len(stored) == n * 10
+    for conversation_id, listener in listeners.items():
         expected = {i for c, i in stored if c == conversation_id}
+        assert len(expected) == 5
         deadline = time.monotonic() + 30
         while not expected <= set(listener.message_ids()):
             assert time.monotonic() < deadline, (expected, listener.message_ids())
