@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import csrf_from
+from conftest import csrf_from, open_private_chat
 
 IMAGE_LINK = re.compile(r'<a class="image" href="(/images/\d+)"[^>]*><img src="(/images/\d+/thumb)"')
 COMPOSER_CLIENT_ID = re.compile(r'class="composer-image".*?name="client_id" value="([^"]+)"', re.S)
@@ -89,9 +89,7 @@ def image_urls(frame: str) -> tuple[str, str]:
 
 def private_chat(person, peer) -> int:
     """Open the private chat with a peer; return its conversation id."""
-    response = person.get(f"/dm/{peer.username}")
-    assert response.status_code == 200
-    return int(response.url.rsplit("/", 1)[1])
+    return open_private_chat(person.server, person.username, peer.username)
 
 
 def stored_files(server) -> list[str]:
