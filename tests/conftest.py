@@ -121,12 +121,19 @@ def database_url(request, tmp_path):
         raise ValueError(f"unknown test database {engine!r}")
 
 
+# What the shell exported when the run began: kept out of in-process apps.
+SHELL_SETTINGS = {
+    k: v for k, v in os.environ.items() if k.startswith("CHATAPP_") or k == "REDIS_URL"
+}
+
+
 @pytest.fixture
 def app(tmp_path, database_url, monkeypatch):
     """An in-process app on a migrated database of its own."""
-    # A developer's shell settings (REDIS_URL switches backplane and limiter) stay out.
-    for key in list(os.environ):
-        if key.startswith("CHATAPP_") or key == "REDIS_URL":
+    # A developer's shell settings (REDIS_URL switches backplane and limiter) stay out;
+    # what a test set itself before this fixture (say, a tighter limit) stays in.
+    for key, value in SHELL_SETTINGS.items():
+        if os.environ.get(key) == value:
             monkeypatch.delenv(key)
     for key, value in base_env(tmp_path, database_url).items():
         monkeypatch.setenv(key, value)

@@ -6,8 +6,12 @@ import pytest
 @pytest.fixture
 def shell_settings(monkeypatch):
     """A developer's shell with a Redis URL and a loosened limit exported."""
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("CHATAPP_MESSAGE_RATE", "1000/second")
+    import conftest
+
+    for key, value in (("REDIS_URL", "redis://127.0.0.1:1/0"),
+                       ("CHATAPP_MESSAGE_RATE", "1000/second")):
+        monkeypatch.setitem(conftest.SHELL_SETTINGS, key, value)  # as if there at the start
+        monkeypatch.setenv(key, value)
 
 
 @pytest.mark.databases("sqlite")
