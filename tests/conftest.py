@@ -27,9 +27,12 @@ from live import (  # noqa: F401 - re-exported for the test modules
     Socket,
     base_env,
     csrf_from,
+    frames_to_fill,
     free_port,
     migrate_database,
     need_service,
+    open_private_chat,
+    open_private_chats,
 )
 
 
@@ -96,9 +99,20 @@ def database_url(request, tmp_path):
         raise ValueError(f"unknown test database {engine!r}")
 
 
+# What the shell exported when the run began: kept out of in-process apps.
+SHELL_SETTINGS = {
+    k: v for k, v in os.environ.items() if k.startswith("CHATAPP_") or k == "REDIS_URL"
+}
+
+
 @pytest.fixture
 def app(tmp_path, database_url, monkeypatch):
     """An in-process app on a migrated database of its own."""
+    # A developer's shell settings (REDIS_URL switches backplane and limiter) stay out;
+    # what a test set itself before this fixture (say, a tighter limit) stays in.
+    for key, value in SHELL_SETTINGS.items():
+        if os.environ.get(key) == value:
+            monkeypatch.delenv(key)
     for key, value in base_env(tmp_path, database_url).items():
         monkeypatch.setenv(key, value)
     from flask_migrate import upgrade

@@ -153,6 +153,58 @@ class LiveServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def frames_to_fill(stalled: socket.socket, frame_bytes: int, queue_size: int) -> int:
+    """How many frames of frame_bytes a server may have to push before a reader that has
+    stopped reading overflows its queue: the kernel buffers on both ends, then the queue.
+
+    The stalled side's receive buffer is read from its socket (the kernel rounds what was
+    asked); the server's send buffer grows by autotuning up to tcp_wmem's maximum.
+    """
+    receive = stalled.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    try:
+        send = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):  # no /proc: what this socket may send at most
+        send = max(stalled.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), 4 * 1024 * 1024)
+    # A quarter more: frame headers, and what is in flight between the two buffers.
+    return int((receive + send) / frame_bytes * 1.25) + queue_size + 10
+
+
+def open_private_chats(server: LiveServer, *pairs: tuple[str, str]) -> list[int]:
+    """Open the private chats of pairs of registered people through the model, as their
+    first message would; their conversation ids, in order.
+
+    Done here rather than through a page, so that tests do not depend on which request
+    creates a chat.
+    """
+    from unittest import mock
+
+    # Without REDIS_URL: opening a chat publishes nothing, and needs no subscriber.
+    env = {k: v for k, v in server.env.items() if k != "REDIS_URL"}
+    with mock.patch.dict(os.environ, env, clear=True):
+        from chatapp import create_app
+
+        app = create_app()
+    from chatapp.extensions import db
+    from chatapp.models import Conversation, User
+
+    with app.app_context():
+        try:
+            ids = [
+                Conversation.direct(User.by_username(a), User.by_username(b)).id
+                for a, b in pairs
+            ]
+            db.session.commit()  # models only flush; the caller commits
+            return ids
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def open_private_chat(server: LiveServer, first: str, second: str) -> int:
+    """The id of the private chat of two registered people, opened through the model."""
+    return open_private_chats(server, (first, second))[0]
+
+
 MESSAGE_ID = re.compile(r'<article id="message-(\d+)"')
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import sqlite3
 import subprocess
@@ -15,7 +16,10 @@ import pytest
 import websocket
 
 from chatapp.models import AuditEntry, Conversation, Image, Message, User, db
-from conftest import MESSAGE_ID, PASSWORD, ROOT, Person, base_env, csrf_from
+from conftest import (
+    MESSAGE_ID, PASSWORD, POSTGRES_ADMIN_URL, ROOT, TEST_DATABASES, Person, base_env, csrf_from,
+    open_private_chat, postgres_database,
+)
 
 ROW = re.compile(r'id="admin-message-(\d+)"')
 
@@ -56,12 +60,11 @@ def _build_world(app, runner) -> dict:
         }
 
 
-@pytest.fixture(scope="module")
-def world_template(tmp_path_factory):
-    """The world built once (password hashing is slow on purpose); each test gets a copy."""
-    tmp_path = tmp_path_factory.mktemp("world")
-    url = f"sqlite:///{tmp_path / 'world.sqlite3'}"
+def _build_world_in(tmp_path: Path, url: str) -> dict:
+    """Migrate the database at url and build the world in it."""
     with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("CHATAPP_") or k == "REDIS_URL"]:
+            mp.delenv(key)
         for key, value in base_env(tmp_path, url).items():
             mp.setenv(key, value)
         from flask_migrate import upgrade
@@ -74,23 +77,59 @@ def world_template(tmp_path_factory):
         world = _build_world(app, app.test_cli_runner())
         with app.app_context():
             db.engine.dispose()
+    return world
+
+
+@pytest.fixture(scope="module")
+def sqlite_world(tmp_path_factory):
+    """The world built once (password hashing is slow on purpose); each test gets a copy."""
+    tmp_path = tmp_path_factory.mktemp("world")
+    world = _build_world_in(tmp_path, f"sqlite:///{tmp_path / 'world.sqlite3'}")
     return tmp_path / "world.sqlite3", world
 
 
-@pytest.fixture
-def database_url(tmp_path, world_template):
-    """This test's database: a copy of the built world."""
-    source, _ = world_template
-    target = tmp_path / "chatapp.sqlite3"
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    return f"sqlite:///{target}"
+@pytest.fixture(scope="module")
+def postgres_world(tmp_path_factory):
+    """The world built once in a PostgreSQL database that each test's database copies."""
+    with postgres_database() as url:
+        world = _build_world_in(tmp_path_factory.mktemp("world"), url)
+        yield url.rsplit("/", 1)[1], world
+
+
+def pytest_generate_tests(metafunc):
+    """Every test here runs on each test database (this module brings its database_url)."""
+    if "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_url", TEST_DATABASES, indirect=True)
 
 
 @pytest.fixture
-def world(app, world_template):
+def database_url(request, tmp_path):
+    """This test's database: a copy of the built world, on the engine under test."""
+    if request.param == "sqlite":
+        source, _ = request.getfixturevalue("sqlite_world")
+        target = tmp_path / "chatapp.sqlite3"
+        with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+            src.backup(dst)
+        yield f"sqlite:///{target}"
+        return
+    import psycopg
+
+    template, _ = request.getfixturevalue("postgres_world")
+    name = f"chatapp_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def world(request, app, database_url):
     """The ids of the world's users, conversations and messages."""
-    return world_template[1]
+    built = "postgres_world" if database_url.startswith("postgresql") else "sqlite_world"
+    return request.getfixturevalue(built)[1]
 
 
 def ids_on(response) -> list[int]:
@@ -377,9 +416,7 @@ def test_deleting_a_message_removes_it_from_every_open_page(server, people):
     )
     assert promoted.returncode == 0, promoted.stderr
     d, e = dave.connect(), erin.connect()
-    token = csrf_from(fay.get("/dm/dave").text)  # "Start chat" is a POST
-    elsewhere = int(fay.http.post(f"{server.url}/dm/dave", data={"csrf_token": token})
-                    .url.rsplit("/", 1)[1])
+    elsewhere = open_private_chat(server, "fay", "dave")
     f = fay.connect(elsewhere)  # fay is in a private chat: the room's message is unread
     d.say("buy cheap pills")
     message_id = int(MESSAGE_ID.search(e.wait_for("buy cheap pills")).group(1))

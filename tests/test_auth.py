@@ -144,12 +144,16 @@ def test_session_cookie_flags_and_keep_me_signed_in(client, auth):
 
 
 def test_a_new_session_on_login(client, auth):
-    client.get("/login/")
-    before = client.get_cookie("session").value
+    """Logging in starts a fresh session: nothing planted before it (fixation) survives."""
     auth.register("alice")
     auth.logout()
-    auth.login("alice")
-    assert client.get_cookie("session").value != before
+    client.get("/login/")
+    with client.session_transaction() as session:
+        session["planted"] = "by someone else"
+    assert auth.login("alice").status_code == 302
+    with client.session_transaction() as session:
+        assert "_user_id" in session  # logged in ...
+        assert "planted" not in session  # ... in a session that starts empty
 
 
 @pytest.mark.parametrize("path", ["/", "/c/1", "/c/1/messages?before=5", "/people?q=a", "/dm/bob"])

@@ -119,7 +119,8 @@ def test_pushed_frames_are_deflated_and_decode_in_a_browser_like_inflater(server
     sock = RawSocket(bob)
     try:
         assert "permessage-deflate" in sock.head.lower()
-        sock.texts_until('hx-swap="innerHTML"')  # the connect snapshot
+        sock.texts_until('hx-swap="innerHTML"')  # the connect snapshot (compressed too)
+        before = sock.compressed_frames
         sender = alice.connect()
         # Long enough that each push passes COMPRESS_MIN_BYTES.
         bodies = [f"message number {i} " + ("with some words to make it compressible " * 20).strip()
@@ -128,7 +129,7 @@ def test_pushed_frames_are_deflated_and_decode_in_a_browser_like_inflater(server
             sender.say(body)
         for body in bodies:
             sock.texts_until(body)
-        assert sock.compressed_frames >= len(bodies)
+        assert sock.compressed_frames - before == len(bodies)  # every push, exactly
     finally:
         sock.close()
 
@@ -288,12 +289,16 @@ def test_without_deflate_frames_are_plain(server, people):
         sock.close()
 
 
+# About sockets, not storage. A long send timeout: on a slow database the burst can take
+# longer than the default 20 s, and the stalled line would be cut (no 1013) instead.
+@pytest.mark.databases("sqlite")
 def test_a_socket_that_stops_reading_is_closed_1013_and_others_get_everything(
         server_factory, tmp_path):
     """One stalled tab overflows its small backlog and is closed; the rest lose nothing."""
-    from conftest import Person
+    from conftest import Person, frames_to_fill
 
-    server = server_factory(CHATAPP_SEND_QUEUE_SIZE="4", CHATAPP_MESSAGE_RATE="1000/second")
+    server = server_factory(CHATAPP_SEND_QUEUE_SIZE="4", CHATAPP_MESSAGE_RATE="1000/second",
+                            CHATAPP_SEND_TIMEOUT="60")
     alice, bob, carol = (Person(server, n).register() for n in ("alice", "bob", "carol"))
     stalled = RawSocket(bob, deflate=False, rcvbuf=4096)
     stalled.texts_until('hx-swap="innerHTML"')
@@ -303,12 +308,20 @@ def test_a_socket_that_stops_reading_is_closed_1013_and_others_get_everything(
     sender.texts_until('hx-swap="innerHTML"')
     try:
         noise = base64.b64encode(os.urandom(2700)).decode()  # incompressible, 3.6 KB
-        # More than the kernel buffers of the stalled socket can hold (tcp_wmem max: 4 MB).
-        count = 1400
-        for i in range(count):
+        # Burst until the server reports the overflow; at most what fills the stalled
+        # line's buffers (read from the sockets, not assumed) and its queue.
+        limit = frames_to_fill(stalled.sock, len(noise), 4)
+        for i in range(limit):
             sender.say(f"burst {i} {noise}")
             sender.texts_until('id="composer"')  # the acknowledgement
             reader.texts_until(f"burst {i} ")  # an attentive tab gets every message
+            if i % 20 == 0 and "overflowed its queue" in server.log():
+                break
+        else:
+            raise AssertionError(f"{limit} messages did not overflow the stalled socket")
+        for j in range(i + 1, i + 5):  # and the attentive tab still gets what follows
+            sender.say(f"burst {j} {noise}")
+            reader.texts_until(f"burst {j} ")
         assert stalled.close_code() == 1013
     finally:
         stalled.close()
@@ -350,9 +363,49 @@ def test_a_quiet_socket_is_pinged_and_still_works(server_factory, deflate):
         sock.close()
 
 
-def test_a_frame_is_encoded_once_for_all_its_sockets():
+def test_a_frame_is_encoded_once_for_all_its_sockets(monkeypatch):
     """Fan-out shares one encoding (and one compression) of a frame among its recipients."""
-    from chatapp.realtime.client import Frame
+    from chatapp.realtime import frames as frames_module
+    from chatapp.realtime.client import SnapshotIds
+    from chatapp.realtime.frames import Frame
+    from chatapp.realtime.hub import Hub
+
+    compressions = []
+    real_compressobj = zlib.compressobj
+
+    def compressobj(*args):
+        compressions.append(args)
+        return real_compressobj(*args)
+
+    monkeypatch.setattr(frames_module.zlib, "compressobj", compressobj)
+
+    class Viewer:
+        """A deflating socket of the public room that keeps what the hub pushes to it."""
+
+        def __init__(self, user_id):
+            self.user_id, self.conversation_id = user_id, 1
+            self.skip_ids = SnapshotIds()
+            self.pushed = []
+
+        def push(self, frame):
+            frame.wire(15)  # what Client.push sends on a deflating socket
+            self.pushed.append(frame)
+
+    def unused(*_):
+        raise AssertionError("a public message needs no sidebar or recount")
+
+    read = []
+    hub = Hub(on_read=lambda *args: read.append(args), render_sidebars=unused,
+              recount_unread=unused)
+    viewers = [Viewer(1), Viewer(2)]
+    for viewer in viewers:
+        hub.attach(viewer, lambda: ({}, 0))
+    hub.deliver({"type": "message_created", "conversation_id": 1, "message_id": 7,
+                 "author_id": 3, "member_ids": None,
+                 "html": "<article>" + "hello " * 300 + "</article>"})
+    assert len(viewers[0].pushed) == len(viewers[1].pushed) == 1
+    assert viewers[0].pushed[0] is viewers[1].pushed[0], "one Frame for every socket"
+    assert len(compressions) == 1, "compressed once for both sockets"
 
     frame = Frame("<p>" + "hello " * 300 + "</p>")
     assert frame.wire(15) is frame.wire(15)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import csrf_from
+from conftest import csrf_from, open_private_chat
 
 IMAGE_LINK = re.compile(r'<a class="image" href="(/images/\d+)"[^>]*><img src="(/images/\d+/thumb)"')
 COMPOSER_CLIENT_ID = re.compile(r'class="composer-image".*?name="client_id" value="([^"]+)"', re.S)
@@ -89,11 +89,7 @@ def image_urls(frame: str) -> tuple[str, str]:
 
 def private_chat(person, peer) -> int:
     """Open the private chat with a peer; return its conversation id."""
-    token = csrf_from(person.get(f"/dm/{peer.username}").text)
-    response = person.http.post(f"{person.server.url}/dm/{peer.username}",
-                                data={"csrf_token": token})
-    assert response.status_code == 200
-    return int(response.url.rsplit("/", 1)[1])
+    return open_private_chat(person.server, person.username, peer.username)
 
 
 def stored_files(server) -> list[str]:
@@ -383,7 +379,9 @@ def test_attaching_an_image_in_the_browser(browser, people, tmp_path):
         page.get_by_label("Caption").fill("from the browser")
         page.get_by_role("button", name="Send image").click()
         expect(page.get_by_text("Sending…")).to_be_visible()
-        while not held:
+        deadline = time.monotonic() + 15
+        while not held:  # bounded: a request that never comes fails here, not hangs
+            assert time.monotonic() < deadline, "the upload request never reached the route"
             page.wait_for_timeout(20)
         held[0].continue_()
 
