@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 import websocket
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("CHATAPP_REQUIRE_SERVICES") == "1"
@@ -302,6 +304,11 @@ class Person:
         self.username = username
         self.password = password
         self.http = requests.Session()
+        # A browser retries an idempotent request whose kept-alive connection the server
+        # closed at the same moment (gunicorn drops idle ones after 2 s); so does this.
+        retry = Retry(total=2, connect=2, read=2, status=0, allowed_methods={"GET", "HEAD"},
+                      raise_on_status=False, respect_retry_after_header=False)
+        self.http.mount("http://", HTTPAdapter(max_retries=retry))
         self.sockets: list[Socket] = []
         server.people.append(self)
 
