@@ -61,8 +61,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, assets, auth, chat, cli, health, metrics, realtime, uploads
-    from .models import MAX_ID
+    from . import admin, assets, auth, chat, cli, health, messages, metrics, realtime, uploads
+    from .models import MAX_ID, Reaction
     from .posting import new_client_id
     from .realtime import ws
 
@@ -94,6 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(messages.bp)
     app.register_blueprint(admin.bp)
     realtime.init_app(app)
     app.register_blueprint(ws.bp)
@@ -107,6 +108,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _register_error_pages(app)
     app.jinja_env.globals["dom_id"] = dom_id
     app.jinja_env.globals["new_client_id"] = new_client_id
+    app.jinja_env.globals["reactions_for"] = lambda ms: Reaction.summary(m.id for m in ms)
     app.jinja_env.filters["hash_hue"] = hash_hue
 
     @app.before_request

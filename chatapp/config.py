@@ -102,6 +102,8 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
         "MAX_SOCKETS_PER_USER": _int("CHATAPP_MAX_SOCKETS_PER_USER", 30),
         "HISTORY_PAGE_SIZE": 50,
+        # Seconds after sending during which an author may edit a message (0: never).
+        "EDIT_WINDOW": _int("CHATAPP_EDIT_WINDOW", 15 * 60),
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
         # Messages older than this many days are deleted by `flask prune` (0: kept forever).
