@@ -27,6 +27,7 @@ LINK_REL = "noopener noreferrer nofollow"
 def _parser() -> MarkdownIt:
     md = MarkdownIt("zero", {"html": False, "linkify": True, "breaks": True, "typographer": False})
     md.enable(["emphasis", "backticks", "fence", "linkify", "autolink", "newline", "escape"])
+    md.linkify.add("//", None)  # no protocol-relative links: a link says where it goes
     md.core.ruler.push("mentions", _mentions)
     return md
 
