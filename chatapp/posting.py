@@ -105,7 +105,7 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     if created:
         mentioned = render_body(message)
         event = message_event(message)
-        event["mentioned_ids"] = mentioned
+        event["mention_ids"] = mentioned  # rooms' "Mentions only" counts these too
     db.session.commit()
     if event is not None:
         metrics.published(event)  # counts it, and stamps the time for the backplane lag
@@ -126,7 +126,8 @@ def message_event(message) -> dict:
         "message_id": message.id,
         "author_id": message.author_id,
         "member_ids": conversation.member_ids(),
-        "html": render_template("pushes/message_created.html", message=message),
+        # A new message has no reactions yet: no query to find that out.
+        "html": render_template("pushes/message_created.html", message=message, reactions=[]),
     }
 
 
@@ -212,11 +213,12 @@ def delete(message: Message | None, user: User, moderator: bool = False) -> Mess
                            following=following)
     message.soft_delete()
     event = message_deleted_event(message, html)
-    image = message.image
+    # The file names, read before the commit: files go only once the deletion is saved.
+    files = image_files(message.image) if message.image is not None and not moderator else ()
     db.session.commit()
     publish(event)
-    if image is not None and not moderator:
-        remove_image_files(image)
+    if files:
+        remove_image_files(*files)
     return message
 
 
@@ -230,11 +232,17 @@ def message_deleted_event(message: Message, html: str | None = None) -> dict:
     }
 
 
-def remove_image_files(image: Image) -> None:
-    """Delete a deleted message's stored image files (the one place a storage backend
-    would take over). The row stays, naming files that are gone: every page 404s."""
+def image_files(image: Image) -> set[str]:
+    """The stored files of an image (its thumbnail may be the same file)."""
+    return {image.path, image.thumb_path}
+
+
+def remove_image_files(*names: str) -> None:
+    """Delete stored image files of a deleted message, after the commit (the one place a
+    storage backend takes over). The image row stays, naming files that are gone: every
+    page then answers 404 for it."""
     root = os.path.realpath(current_app.config["UPLOAD_DIR"])
-    for rel in {image.path, image.thumb_path}:
+    for rel in names:
         full = os.path.realpath(os.path.join(root, rel))
         if not full.startswith(root + os.sep):  # stored names are ours, but be sure
             continue

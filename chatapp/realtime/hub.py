@@ -153,7 +153,7 @@ class Hub:
         message_id = event["message_id"]
         author_id = event["author_id"]
         members = event.get("member_ids")  # None: the public room, everyone is a member
-        mentioned = event.get("mentioned_ids") or ()
+        mentioned = event.get("mention_ids") or ()
         # One frame for every viewer: the same HTML, encoded once.
         frame = Frame(event["html"])
         sidebar_refresh = []
