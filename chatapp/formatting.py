@@ -9,6 +9,7 @@ expression ever looks at HTML: mentions are found in the parser's text tokens.
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 
 import nh3
@@ -92,6 +93,10 @@ def _text(content: str) -> Token:
 
 
 _md = _parser()
+# Characters that start something the parser turns into markup (emphasis, code, fences,
+# links, e-mail addresses, mentions, line breaks, escapes). Text without any of them is
+# one escaped paragraph: most chat lines skip the parser and sanitizer (~0.3 ms each).
+SPECIAL = re.compile(r"[*_`~:.@<\\\n\r]")
 
 
 def render(text: str, members: dict[str, str] | None = None) -> tuple[str, set[str]]:
@@ -99,6 +104,8 @@ def render(text: str, members: dict[str, str] | None = None) -> tuple[str, set[s
 
     members maps lower-case usernames to usernames of those who may be mentioned here.
     """
+    if not SPECIAL.search(text):
+        return f"<p>{html_lib.escape(text, quote=False)}</p>", set()
     env = {"members": members or {}}
     html = _md.render(text, env)
     return sanitize(html), env.get("mentioned", set())

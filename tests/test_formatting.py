@@ -144,3 +144,24 @@ def test_hostile_text_through_the_page_is_text(app, auth, client):
         for name, value in attributes:
             assert not name.startswith("on") and not name.startswith("hx-on"), (tag, name)
             assert not (name == "hx-trigger" and "load" in (value or "")), (tag, name)
+
+
+def test_plain_text_skips_the_parser_with_the_same_result():
+    """Lines with nothing the parser would format take a shortcut; it must change nothing."""
+    import random
+    import string
+
+    from chatapp.formatting import SPECIAL, _md
+
+    rng = random.Random(16)
+    alphabet = string.printable.replace("\x0b", "").replace("\x0c", "") + "éß漢😀\u200b"
+    plain = 0
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))).strip()
+        if not text or SPECIAL.search(text):
+            continue
+        plain += 1
+        assert render(text)[0] == sanitize(_md.render(text, {"members": {}})), text
+    assert plain > 50
+    for text in ('a & b < c > d "e" \'f\' #g -h [i](j) !k', "& &amp; &#106;"):
+        assert render(text)[0] == sanitize(_md.render(text, {"members": {}})), text
