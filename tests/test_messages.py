@@ -261,3 +261,20 @@ def test_mention_badge_counts_unread_mentions(two, client, auth):
     html = client.get(f"/c/{chat}").get_data(as_text=True)
     assert "mentions" not in re.sub(r"<script.*?</script>", "", html).split("</title>")[0]
     assert 'aria-label="1 mentions"' not in html
+
+
+def test_retention_prunes_messages_with_their_reactions_and_mentions(two, client):
+    from chatapp import posting
+    from chatapp.models import Mention, Message, Reaction, User, db
+    from chatapp.retention import prune
+
+    old = post(two, "alice", "ancient news for @bob", ago=timedelta(days=40))
+    new = post(two, "alice", "fresh news for @bob")
+    with two.test_request_context():
+        bob = User.by_username("bob")
+        for mid in (old, new):
+            posting.react(db.session.get(Message, mid), bob, "👀")
+        assert prune(30) == (1, 0)
+        assert db.session.get(Message, old) is None
+        assert db.session.scalar(db.select(db.func.count(Reaction.id))) == 1
+        assert [m.message_id for m in db.session.scalars(db.select(Mention))] == [new]
