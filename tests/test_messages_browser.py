@@ -9,7 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import open_private_chat
-from test_browser import Chatter, Seed, chat_server, chatters, expect  # noqa: F401 - fixtures
+from test_browser import (  # noqa: F401 - fixtures
+    PHONE, Chatter, Seed, chat_server, chatters, expect, serious_axe_violations,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.databases("sqlite")]
 
@@ -202,3 +204,39 @@ def test_reactions_toggle_live_for_both(chatters):
         expect(article(person, "we shipped it").get_by_role(
             "button", name="Thumbs up: 1, alice")).to_be_visible()
     assert alice.errors == [] and bob.errors == [], (alice.errors, bob.errors)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_violations_in_the_new_controls(chatters, chat_server, scheme):
+    """axe-core on every new piece: formatted text, reactions, mention badge, the edit form,
+    the delete confirmation, the reaction picker, the suggestions and the permalink page."""
+    alice, bob = chatters("alice", "bob", scheme=scheme)
+    alice.register()
+    bob.register()
+    chat = open_private_chat(chat_server, "alice", "bob")
+    bob.goto(f"/c/{chat}")
+    alice.textbox.fill("see `code`, **this** and https://example.com, @bob")
+    alice.textbox.press("Enter")
+    alice.sees("see code, this and https://example.com, @bob")
+    alice.say("second")
+    article(alice, "second").get_by_role("button", name="React").click()
+    alice.page.get_by_role("button", name="Party", exact=True).click()
+    expect(article(bob, "second")).to_have_count(0)  # bob is in his private chat
+    expect(bob.nav.get_by_label("1 mentions")).to_be_visible()
+    found = {"mention badge": serious_axe_violations(bob.page)}
+    article(alice, "second").get_by_role("button", name="React").click()
+    found["picker and reactions"] = serious_axe_violations(alice.page)
+    article(alice, "see").get_by_role("button", name="Delete").click()
+    expect(alice.page.get_by_role("button", name="Yes, delete")).to_be_visible()
+    found["delete confirmation"] = serious_axe_violations(alice.page)
+    article(alice, "second").get_by_role("button", name="Edit").click()
+    expect(alice.page.get_by_role("textbox", name="Edit message")).to_be_visible()
+    found["edit form"] = serious_axe_violations(alice.page)
+    alice.textbox.press_sequentially("@b", delay=30)
+    expect(alice.page.get_by_role("list", name="Suggestions").get_by_role("button")).to_have_count(1)
+    found["suggestions"] = serious_axe_violations(alice.page)
+    mid = alice.message_ids()[0]
+    alice.page.goto(f"/c/1/@{mid}")
+    expect(article(alice, "see")).to_have_class(re.compile("message-target"))
+    found["permalink"] = serious_axe_violations(alice.page)
+    assert {where: v for where, v in found.items() if v} == {}
