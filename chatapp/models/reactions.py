@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -74,8 +75,11 @@ class Reaction(db.Model):
             db.session.delete(found)
             db.session.flush()
             return False
-        db.session.add(cls(message_id=message.id, user_id=user.id, emoji=emoji))
-        db.session.flush()
+        try:
+            with db.session.begin_nested():  # a double click's twin may have added it first
+                db.session.add(cls(message_id=message.id, user_id=user.id, emoji=emoji))
+        except IntegrityError:
+            pass
         return True
 
     @classmethod
