@@ -179,15 +179,18 @@ def edit(message: Message | None, user: User, body: str) -> Message:
         body = message_text(body)
     check_rate(user.id)
     if body != message.body:
+        before = set(Mention.of(message.id))
         message.body = body
         message.edited_at = utcnow()
-        render_body(message, replace=True)
+        after = set(render_body(message, replace=True))
         event = {
             "type": "message_edited",
             "conversation_id": message.conversation_id,
             "message_id": message.id,
             "member_ids": message.conversation.member_ids(),
             "html": render_template("pushes/message_edited.html", message=message),
+            # Whose mention badges may change: those the edit named or stopped naming.
+            "mentions_changed": sorted(before ^ after),
         }
         db.session.commit()
         publish(event)

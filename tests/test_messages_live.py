@@ -108,3 +108,22 @@ def test_a_mention_gives_a_live_mention_badge_and_a_deletion_takes_it_back(serve
     assert action(alice, f"/messages/{mid}/delete").status_code == 200
     frame = b.wait_for(lambda f: 'id="badge-1"' in f and "mentions" not in f)
     assert "unread" not in frame
+
+
+def test_an_edit_that_names_someone_gives_them_a_mention_badge_and_one_that_stops_takes_it(
+        server_factory, database_url):
+    server = server_factory(**FAST)
+    from conftest import Person
+
+    alice, bob = (Person(server, n).register() for n in ("alice", "bob"))
+    chat = open_private_chat(server, "alice", "bob")
+    b = bob.connect(chat)
+    a = alice.connect(1)
+    mid = say(a, "who wants lunch?")
+    b.drain(0.3)
+    assert action(alice, f"/messages/{mid}/edit", body="who wants lunch, @bob?").status_code == 200
+    frame = b.wait_for('aria-label="1 mentions"')
+    assert 'id="badge-1"' in frame and 'aria-label="1 unread"' in frame
+    assert action(alice, f"/messages/{mid}/edit", body="who wants lunch?").status_code == 200
+    frame = b.wait_for(lambda f: 'id="badge-1"' in f and "mentions" not in f)
+    assert 'aria-label="1 unread"' in frame

@@ -231,13 +231,30 @@ class Hub:
             return [c for c in self.by_conversation.get(conversation_id, ())
                     if message_id >= c.skip_ids.oldest]
 
-    def _on_message_edited(self, event: dict) -> None:
-        # The article, rendered once by the one road, replaces the old one in place.
+    def _on_message_reacted(self, event: dict) -> None:
+        # The fragment, rendered once by the one road, replaces the old one in place.
         frame = Frame(event["html"])
         for client in self._viewers_holding(event["conversation_id"], event["message_id"]):
             client.push(frame)
 
-    _on_message_reacted = _on_message_edited  # the same: one fragment, swapped in place
+    def _on_message_edited(self, event: dict) -> None:
+        self._on_message_reacted(event)
+        conversation_id = event["conversation_id"]
+        with self._lock:
+            # Someone the edit now names (or no longer names), connected here and not
+            # reading that conversation: their mention badge is recounted (a rare event).
+            changed = [u for u in event.get("mentions_changed", ()) if u in self.users
+                       and not any(c.conversation_id == conversation_id
+                                   for c in self.users[u].clients)]
+        if not changed or self.recount_mentions is None:
+            return
+        fresh = self.recount_mentions(changed, conversation_id)
+        with self._lock:
+            for user_id in changed:
+                state = self.users.get(user_id)
+                if state is not None:
+                    state.mentions[conversation_id] = fresh.get(user_id, 0)
+                    self._push_badge(state, conversation_id)
 
     def _on_message_deleted(self, event: dict) -> None:
         # Whoever has the conversation open loses the message at once; the push also mends
