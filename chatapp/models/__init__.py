@@ -16,9 +16,10 @@ from ..extensions import db
 from .base import GROUP_GAP, MAX_ID, PUBLIC_KEY, USERNAME_RE, utcnow
 from .conversations import Conversation, Membership
 from .messages import Image, Message
+from .searches import RecentSearch
 from .users import AuditEntry, User, UserSession
 
 __all__ = [
     "GROUP_GAP", "MAX_ID", "PUBLIC_KEY", "USERNAME_RE", "AuditEntry", "Conversation",
-    "Image", "Membership", "Message", "User", "UserSession", "db", "utcnow",
+    "Image", "Membership", "Message", "RecentSearch", "User", "UserSession", "db", "utcnow",
 ]
