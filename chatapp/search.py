@@ -67,20 +67,31 @@ def message_url(message: Message) -> str:
     return permalink
 
 
-def highlighted(body: str, patterns) -> Markup:
-    """The message text, escaped, with what matched in <mark>; long texts cut around the
-    first match."""
+def _folded_with_origin(body: str) -> tuple[str, list[int] | None]:
+    """The text folded as search folds it, and where each folded character came from
+    (None: one for one, as for plain ASCII)."""
+    if body.isascii():
+        return body.lower(), None
     folded, origin = [], []
     for index, char in enumerate(body):
         for f in fold(char) or char:
             folded.append(f)
             origin.append(index)
-    folded_text = "".join(folded)
+    return "".join(folded), origin
+
+
+def highlighted(body: str, patterns) -> Markup:
+    """The message text, escaped, with what matched in <mark>; long texts cut around the
+    first match."""
+    folded, origin = _folded_with_origin(body)
     spans = []
     for pattern in patterns:
-        for found in pattern.finditer(folded_text):
+        for found in pattern.finditer(folded):
             if found.end() > found.start():
-                spans.append((origin[found.start()], origin[found.end() - 1] + 1))
+                if origin is None:
+                    spans.append((found.start(), found.end()))
+                else:
+                    spans.append((origin[found.start()], origin[found.end() - 1] + 1))
     spans.sort()
     merged: list[list[int]] = []
     for start, end in spans:
@@ -93,18 +104,17 @@ def highlighted(body: str, patterns) -> Markup:
         first = merged[0][0] if merged else 0
         begin = max(0, first - SNIPPET_CHARS // 3)
         finish = min(len(body), begin + SNIPPET_CHARS)
-    out, at = [], begin
+    out = ["…" if begin > 0 else ""]
+    at = begin
     for start, end in merged:
         if end <= begin or start >= finish:
             continue
         start, end = max(start, begin), min(end, finish)
-        out.append(escape(body[at:start]))
-        out.append(Markup("<mark>") + escape(body[start:end]) + Markup("</mark>"))
+        out += [escape(body[at:start]), "<mark>", escape(body[start:end]), "</mark>"]
         at = end
-    out.append(escape(body[at:finish]))
-    prefix = "…" if begin > 0 else ""
-    suffix = "…" if finish < len(body) else ""
-    return Markup(prefix) + Markup("").join(out) + Markup(suffix)
+    out += [escape(body[at:finish]), "…" if finish < len(body) else ""]
+    # Every piece of the message went through escape(); only our own tags are added.
+    return Markup("".join(out))
 
 
 def find(query, user: User | None, before: int | None, limit: int = PAGE_SIZE):
