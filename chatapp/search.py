@@ -18,7 +18,7 @@ from .search_text import MAX_QUERY_CHARS, fold, highlight_patterns, parse
 from .text import encodable
 from .views import id_arg, sidebar_context
 
-bp = Blueprint("search", __name__)
+bp = Blueprint("search", __name__, cli_group="search")
 
 PAGE_SIZE = 20
 SNIPPET_CHARS = 300
@@ -217,3 +217,13 @@ def clear_recent():
     RecentSearch.clear(current_user.id)
     db.session.commit()
     return redirect(url_for("search.search"), 303)
+
+
+@bp.cli.command("reindex")
+def reindex_command():
+    """Rebuild the search index from every message (after restoring rows by hand)."""
+    import click
+
+    with db.engine.begin() as connection:
+        count = search_index.rebuild(connection)
+    click.echo(f"Indexed {count} messages.")

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
 from conftest import PASSWORD, AuthActions
 from chatapp.models import Conversation, Membership, Message, RecentSearch, User, db
@@ -272,3 +272,15 @@ def test_the_migration_indexes_messages_that_already_exist(app, ann, world):
         upgrade()
     assert keys(world, found(ann, "发布")) == ["release"]
     assert keys(world, found(ann, "deplo")) == ["secret", "deploy"]
+
+
+def test_the_index_can_be_rebuilt_from_the_command_line(app, ann, world, runner):
+    with app.app_context():
+        db.session.execute(text(
+            "DELETE FROM message_search" if db.engine.dialect.name == "sqlite"
+            else "UPDATE messages SET search_vector = NULL"))
+        db.session.commit()
+    assert found(ann, "发布") == []
+    result = runner.invoke(args=["search", "reindex"])
+    assert result.exit_code == 0 and f"Indexed {len(CORPUS)} messages." in result.output
+    assert keys(world, found(ann, "发布")) == ["release"]
