@@ -174,7 +174,7 @@ def _remember(query_text: str) -> None:
 
 @bp.get("/search")
 @login_required
-@limiter.limit(lambda: current_app.config.get("SEARCH_RATE", "60/minute"))
+@limiter.limit(lambda: current_app.config["SEARCH_RATE"])
 def search():
     """Search every message the person may read; newest first, 20 a page."""
     raw = request.args.get("q", "")

@@ -149,12 +149,28 @@ def _sqlite_ids(terms, conversations, authors, before, limit) -> list[int]:
     return _run(sql + " ORDER BY s.rowid DESC LIMIT :limit", params)
 
 
+# Up to this many conversations, each is probed on its own (see _postgresql_ids).
+MAX_BRANCHES = 12
+
+
 def _postgresql_ids(terms, conversations, authors, before, limit) -> list[int]:
     params = {"query": tsquery(terms), "limit": limit}
     sql = ("SELECT m.id FROM messages m "
            "WHERE m.search_vector @@ to_tsquery('simple', :query)")
-    sql += _filters(conversations, authors, before, params)
-    return _run(sql + " ORDER BY m.id DESC LIMIT :limit", params)
+    if conversations is None or len(conversations) > MAX_BRANCHES:
+        sql += _filters(conversations, authors, before, params)
+        return _run(sql + " ORDER BY m.id DESC LIMIT :limit", params)
+    # A person who reads a few conversations: one newest-first probe per conversation
+    # (the (conversation_id, id) index, or the GIN index for a rare term, whichever the
+    # planner prefers), merged. One probe over all of them would walk every room's
+    # messages backwards, the others' filtered out one by one.
+    branches = []
+    for n, conversation_id in enumerate(conversations):
+        params[f"c{n}"] = int(conversation_id)
+        branch = sql + f" AND m.conversation_id = :c{n}" + _filters(None, authors, before, params)
+        branches.append(f"({branch} ORDER BY m.id DESC LIMIT :limit)")
+    return _run("SELECT id FROM (" + " UNION ALL ".join(branches) + ") AS hits "
+                "ORDER BY id DESC LIMIT :limit", params)
 
 
 def _filtered_ids(conversations, authors, before, limit) -> list[int]:
