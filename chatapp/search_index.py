@@ -19,7 +19,7 @@ conversation tokens let FTS5 itself skip what the person may not read.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, event, inspect, select, text
+from sqlalchemy import bindparam, column, event, inspect, select, table, text
 
 from .extensions import db
 from .models import Message
@@ -98,17 +98,24 @@ def matching_ids(terms: list[Term], *, conversations: list[int] | None, authors:
     return _sqlite_ids(terms, conversations, authors, before, limit)
 
 
-def match_clause(terms: list[Term]):
-    """A condition on Message matching every term, for queries built elsewhere (the admin
-    console's filters and pages), through the same index."""
+def narrowed(query, terms: list[Term]):
+    """A SELECT of Message narrowed to messages matching every term, and the column to
+    order it newest first by: for queries built elsewhere (the admin console's filters
+    and pages), through the same index.
+
+    On SQLite the order is FTS5's rowid, so FTS5 walks its matches newest first and the
+    LIMIT stops it (ordering by messages.id would sort every match first).
+    """
     if db.engine.dialect.name == "postgresql":
-        return text("messages.search_vector @@ to_tsquery('simple', :search_query)").bindparams(
-            search_query=tsquery(terms))
-    return Message.id.in_(
-        text("SELECT rowid FROM message_search WHERE message_search MATCH :search_match")
+        return query.where(
+            text("messages.search_vector @@ to_tsquery('simple', :search_query)")
+            .bindparams(search_query=tsquery(terms))
+        ), Message.id
+    fts = table("message_search", column("rowid"))
+    return query.join(fts, fts.c.rowid == Message.id).where(
+        text("message_search MATCH :search_match")
         .bindparams(search_match="{terms}: (" + fts5_match(terms) + ")")
-        .columns(rowid=db.Integer)
-    )
+    ), fts.c.rowid
 
 
 def _filters(conversations, authors, before, params: dict) -> str:
