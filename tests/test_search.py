@@ -290,3 +290,14 @@ def test_searching_too_fast_is_refused_plainly(app, ann):
     app.config["SEARCH_RATE"] = "3/minute"
     codes = [ann.get("/search?q=deplo").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
+
+
+@pytest.mark.databases("sqlite")
+def test_messages_removed_outright_leave_the_sqlite_index(app, world):
+    """Retention deletes rows with a Core DELETE; a trigger takes their terms along."""
+    with app.app_context():
+        count = "SELECT count(*) FROM message_search WHERE rowid = :id"
+        assert db.session.scalar(text(count), {"id": world["ids"]["release"]}) == 1
+        db.session.execute(delete(Message).where(Message.id == world["ids"]["release"]))
+        db.session.commit()
+        assert db.session.scalar(text(count), {"id": world["ids"]["release"]}) == 0
