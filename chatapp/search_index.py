@@ -41,29 +41,26 @@ def _dialect(connection) -> str:
     return connection.dialect.name
 
 
-def write(connection, message_id: int, conversation_id: int, body: str | None) -> None:
-    """(Re)index one message; body None removes it (a deleted message)."""
+def write(connection, message_id: int, conversation_id: int, body: str) -> None:
+    """(Re)index one message's text."""
     if _dialect(connection) == "postgresql":
         connection.execute(
-            text("UPDATE messages SET search_vector = "
-                 "CASE WHEN CAST(:terms AS text) IS NULL THEN NULL "
-                 "ELSE to_tsvector('simple', :terms) END WHERE id = :id"),
-            {"terms": None if body is None else index_text(body), "id": message_id},
+            text("UPDATE messages SET search_vector = to_tsvector('simple', :terms) WHERE id = :id"),
+            {"terms": index_text(body), "id": message_id},
         )
         return
     connection.execute(text("DELETE FROM message_search WHERE rowid = :id"), {"id": message_id})
-    if body is not None:
-        connection.execute(
-            text("INSERT INTO message_search(rowid, terms, conversation) VALUES (:id, :terms, :c)"),
-            {"id": message_id, "terms": index_text(body), "c": f"c{conversation_id}"},
-        )
+    connection.execute(
+        text("INSERT INTO message_search(rowid, terms, conversation) VALUES (:id, :terms, :c)"),
+        {"id": message_id, "terms": index_text(body), "c": f"c{conversation_id}"},
+    )
 
 
 @event.listens_for(Message, "after_insert")
 def _indexed_on_insert(_mapper, connection, message):
     """A new message is searchable in the same transaction that stores it."""
     if _dialect(connection) == "postgresql":
-        write(connection, message.id, message.conversation_id, message.body)
+        write(connection, message.id, message.conversation_id, message.body or "")
     else:  # a fresh id: nothing to delete first
         connection.execute(
             text("INSERT INTO message_search(rowid, terms, conversation) VALUES (:id, :terms, :c)"),

@@ -251,8 +251,6 @@ def test_search_needs_a_login(client):
 
 
 def test_the_admin_console_searches_with_the_same_engine(app, world):
-    from flask_migrate import upgrade  # noqa: F401 - the app fixture has migrated
-
     with app.app_context():
         User.by_username("cat").promote()
         db.session.commit()
