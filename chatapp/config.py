@@ -91,6 +91,7 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "MAX_MESSAGE_CHARS": 4000,
         "MAX_FRAME_BYTES": _int("CHATAPP_MAX_FRAME_BYTES", 32 * 1024),
         "MESSAGE_RATE": os.environ.get("CHATAPP_MESSAGE_RATE", "10/5second"),
+        "SEARCH_RATE": os.environ.get("CHATAPP_SEARCH_RATE", "60/minute"),
         # Refused frames cost a render, a push and a log line each: a socket that keeps
         # sending them (a script, not a person) is closed with 1008 past this rate.
         "REFUSAL_RATE": os.environ.get("CHATAPP_REFUSAL_RATE", "20/10second"),

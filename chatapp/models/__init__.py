@@ -17,9 +17,11 @@ from .base import GROUP_GAP, MAX_ID, PUBLIC_KEY, USERNAME_RE, utcnow
 from .conversations import Conversation, Membership
 from .messages import Image, Message
 from .reactions import REACTIONS, Mention, Reaction, recount_mentions, unread_mentions
+from .searches import RecentSearch
 from .users import AuditEntry, User, UserSession
 
 __all__ = [
     "GROUP_GAP", "MAX_ID", "PUBLIC_KEY", "USERNAME_RE", "AuditEntry", "Conversation",
-    "Image", "Membership", "Mention", "Message", "REACTIONS", "Reaction", "User", "UserSession", "db", "recount_mentions", "unread_mentions", "utcnow",
+    "Image", "Membership", "Mention", "Message", "REACTIONS", "Reaction", "RecentSearch", "User",
+    "UserSession", "db", "recount_mentions", "unread_mentions", "utcnow",
 ]

@@ -1,7 +1,7 @@
 """messages people can fix, point to and answer: edits, rendered bodies, mentions, reactions
 
 Revision ID: b7e4c2a91d05
-Revises: 99e910af725f
+Revises: 10a90139a1e8
 Create Date: 2026-12-03 12:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'b7e4c2a91d05'
-down_revision = '99e910af725f'
+down_revision = '10a90139a1e8'
 branch_labels = None
 depends_on = None
 
