@@ -61,7 +61,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, assets, auth, chat, cli, health, messages, metrics, realtime, search, uploads
+    from . import admin, api, assets, auth, chat, cli, health, messages, metrics, realtime, search, uploads
     from .models import MAX_ID, Reaction
     from .posting import new_client_id
     from .realtime import ws
@@ -98,6 +98,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(messages.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(search.bp)
+    app.register_blueprint(api.bp)
     realtime.init_app(app)
     app.register_blueprint(ws.bp)
     uploads.init_app(app)
@@ -145,7 +146,11 @@ def _register_error_pages(app: Flask) -> None:
         413: "That file is too large.",
     }
 
+    from .api import json_error_page
+
     def handler(exc):
+        if request.path.startswith("/api/"):  # scripts read JSON errors, not pages
+            return json_error_page(exc)
         code = getattr(exc, "code", 500)
         message = messages.get(code, "Something went wrong.")
         description = getattr(exc, "description", None)
@@ -157,3 +162,5 @@ def _register_error_pages(app: Flask) -> None:
 
     for code in messages:
         app.register_error_handler(code, handler)
+    app.register_error_handler(
+        405, lambda exc: json_error_page(exc) if request.path.startswith("/api/") else exc)

@@ -220,3 +220,6 @@ def audit():
     conversations = [e.conversation for e in entries if e.conversation is not None]
     return render_template("admin/audit.html", entries=entries, page=page, more=more,
                            labels=conversation_labels(conversations), actions=ACTION_LABELS)
+
+
+from . import admin_bots  # noqa: E402,F401 - the Bots pages, on this blueprint

@@ -23,6 +23,8 @@ def create_admin(username: str) -> None:
     when a script runs this. An existing account keeps its password.
     """
     user = User.by_username(username)
+    if user is not None and user.is_bot:
+        raise click.UsageError(f"{user.username} is a bot; bots cannot be administrators.")
     if user is not None:
         was_inactive = not user.active
         user.promote()
@@ -116,9 +118,27 @@ def prune_command(days: int | None) -> None:
     click.echo(f"Deleted {messages} messages and {images} images older than {days} days.")
 
 
+@click.command("create-bot")
+@click.argument("name")
+@click.option("--webhook", default="", help="URL called when the bot is mentioned or sent a DM.")
+@with_appcontext
+def create_bot(name: str, webhook: str) -> None:
+    """Create a bot and print its API key (shown this once; see docs/api.md)."""
+    from . import bots
+
+    problem = bots.name_problem(name) or (webhook and bots.webhook_problem(webhook))
+    if problem:
+        raise click.UsageError(problem)
+    bot, key = bots.create(name, webhook)
+    db.session.commit()
+    click.echo(f"Created bot {bot.username}. Its key (shown only once):", err=True)
+    click.echo(key)
+
+
 def init_app(app) -> None:
     """Register the commands."""
     app.cli.add_command(create_admin)
+    app.cli.add_command(create_bot)
     app.cli.add_command(backup_command)
     app.cli.add_command(restore_command)
     app.cli.add_command(prune_command)

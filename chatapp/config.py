@@ -110,6 +110,12 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         # Messages older than this many days are deleted by `flask prune` (0: kept forever).
         "RETENTION_DAYS": _int("CHATAPP_RETENTION_DAYS", 0),
         # Prometheus metrics at /metrics, for these addresses (comma-separated networks).
+        # Bots (docs/api.md): requests per key, and their outgoing webhooks.
+        "API_RATE": os.environ.get("CHATAPP_API_RATE", "60/minute"),
+        "WEBHOOK_ALLOW_PRIVATE": _flag("CHATAPP_WEBHOOK_ALLOW_PRIVATE"),
+        "WEBHOOK_TIMEOUT": float(os.environ.get("CHATAPP_WEBHOOK_TIMEOUT") or 5),
+        "WEBHOOK_RETRIES": _int("CHATAPP_WEBHOOK_RETRIES", 3),
+        "WEBHOOK_BACKOFF": float(os.environ.get("CHATAPP_WEBHOOK_BACKOFF") or 1),
         "METRICS": _flag("CHATAPP_METRICS"),
         "METRICS_ALLOW": os.environ.get("CHATAPP_METRICS_ALLOW") or "127.0.0.0/8,::1",
     }

@@ -16,7 +16,7 @@ from datetime import timedelta
 from flask import current_app, render_template
 from sqlalchemy import select
 
-from . import formatting, metrics, ratelimit
+from . import bots, formatting, metrics, ratelimit, webhooks
 from .extensions import db
 from .models import REACTIONS, Conversation, Image, Mention, Message, Reaction, User, utcnow
 from .realtime.current import get
@@ -102,14 +102,18 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     """
     message, created = Message.post(conversation, author, body, client_id, image)
     event = None
+    hooks = []
     if created:
         mentioned = render_body(message)
         event = message_event(message)
         event["mention_ids"] = mentioned  # rooms' "Mentions only" counts these too
+        hooks = bots.webhook_jobs(message, mentioned)  # bots mentioned or sent a DM
     db.session.commit()
     if event is not None:
         metrics.published(event)  # counts it, and stamps the time for the backplane lag
         get().backplane.publish(event)  # to every process's hub, this one included
+    if hooks:  # in the background: a slow webhook never holds this socket or request
+        webhooks.enqueue(current_app._get_current_object(), hooks)
     return message, created
 
 

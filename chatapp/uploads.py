@@ -118,7 +118,19 @@ def _caught(fn, *args):
         return True, exc
 
 
-def _post(conversation, caption: str, client_id: str, processed: imaging.Processed) -> None:
+def post_image(conversation, author, caption: str, client_id: str, stream) -> Message:
+    """Decode an upload off the loop and post it as the author (the HTTP API's road).
+
+    The caller checked the rate and found no message with this client id yet.
+    """
+    db.session.rollback()  # decoding takes a while: hold no transaction meanwhile
+    with _decoding:
+        processed = _off_the_loop(imaging.process, stream, current_app.config["MAX_IMAGE_PIXELS"])
+    return _post(conversation, caption, client_id, processed, author)
+
+
+def _post(conversation, caption: str, client_id: str, processed: imaging.Processed,
+          author=None) -> Message:
     """Store the files, then post the image and its message (one commit, then announced)."""
     stem = _random_stem()
     path = _write(f"{stem}.{processed.extension}", processed.original.data)
@@ -135,12 +147,14 @@ def _post(conversation, caption: str, client_id: str, processed: imaging.Process
         thumb_height=thumb.height,
     )
     try:
-        _, created = posting.post(conversation, current_user, caption, client_id, image=image)
+        message, created = posting.post(conversation, author or current_user, caption, client_id,
+                                        image=image)
     except BaseException:
         _remove(path, thumb_path)
         raise
     if not created:  # a concurrent resend stored it first: these files belong to nothing
         _remove(path, thumb_path)
+    return message
 
 
 def _remove(*paths: str) -> None:

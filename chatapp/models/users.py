@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text, delete, select
+from sqlalchemy import ForeignKey, String, Text, delete, false, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .. import passwords
@@ -31,6 +31,11 @@ class User(UserMixin, db.Model):
     # Bumped to end every session of this user (logout everywhere, deactivation).
     session_epoch: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bots (bots.py): post by HTTP with a key, never log in. Only the key's SHA-256 is kept.
+    is_bot: Mapped[bool] = mapped_column(default=False, server_default=false())
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True,
+                                                      default=None)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
     # The signed-in session (UserSession id) this object was loaded for: set by the login
     # and by the user loader, never stored on the row.
     session_key = None
@@ -77,6 +82,8 @@ class User(UserMixin, db.Model):
         they wait their turn to hash (the pool would run out, and logins fail).
         """
         user = cls.by_username(username)
+        if user is not None and user.is_bot:  # bots never log in: as if unknown
+            user = None
         stored = user.password_hash if user is not None else None
         db.session.rollback()  # read only so far; gives the connection back to the pool
         if stored is None:
