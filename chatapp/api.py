@@ -28,6 +28,7 @@ NOT_FOUND = "No such conversation, or this bot is not a member of it."
 MAX_IDEMPOTENCY_KEY = 255
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 # An Idempotency-Key names a client id in the bot's own space (unique per author).
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0f6f3f57-6c1b-4d1e-a2a5-0c6a2bd5e8a1")
 
@@ -99,6 +100,8 @@ def _conversation_json(conversation: Conversation, bot) -> dict:
 
 
 def _member_conversation(conversation_id: int) -> Conversation | None:
+    if conversation_id > MAX_ROW_ID:  # no such row (and PostgreSQL refuses to look)
+        return None
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None or not conversation.is_member(g.bot):
         return None
@@ -117,7 +120,8 @@ def messages(conversation_id: int):
         return error(f"after must be a message id (0 or more) and limit 1 to {MAX_LIMIT}.", 400)
     rows = db.session.scalars(
         select(Message).where(Message.conversation_id == conversation.id,
-                              Message.deleted_at.is_(None), Message.id > after)
+                              Message.deleted_at.is_(None),
+                              Message.id > min(after, MAX_ROW_ID))
         .order_by(Message.id).limit(limit + 1)
     ).all()
     page, more = rows[:limit], len(rows) > limit
