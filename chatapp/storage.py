@@ -1,0 +1,408 @@
+"""Where image files live: a folder (CHATAPP_STORAGE=local, the default) or an S3-compatible
+bucket (CHATAPP_STORAGE=s3). Both speak one small interface, so uploads, serving,
+deletion, retention, backup, restore and `flask storage migrate` never ask which it is.
+
+Keys are the relative names stored in the images table (ab/cd/<hex>.png); in a bucket
+they sit under an optional prefix (CHATAPP_S3_PREFIX).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Iterator
+
+from flask import current_app
+
+log = logging.getLogger(__name__)
+CHUNK = 256 * 1024
+
+
+class StorageUnavailable(Exception):
+    """The store cannot be reached or answered with a failure (down, slow, refusing)."""
+
+
+class StorageMisconfigured(RuntimeError):
+    """The store answers, but not for us: wrong credentials, missing bucket, no access."""
+
+
+@dataclass
+class Entry:
+    """One stored object, as a listing sees it."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass
+class StoredObject:
+    """An object opened for reading: its body comes in chunks; close() releases it."""
+
+    size: int
+    etag: str
+    modified: datetime
+    chunks: Iterator[bytes]
+    close: callable
+
+
+def check_key(key: str) -> str:
+    """A relative key of plain parts: a name from the database can never leave the store."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(p in ("", ".", "..") for p in key.split("/")) or "\\" in key:
+        raise ValueError(f"not a storage key: {key!r}")
+    return key
+
+
+class Storage:
+    """The interface; LocalStorage and S3Storage implement it."""
+
+    name = "?"
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Store data under key, whole or not at all (a reader never sees half of it)."""
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; FileNotFoundError when there is none."""
+        raise NotImplementedError
+
+    def stream(self, key: str) -> StoredObject:
+        """The object opened for streaming; FileNotFoundError when there is none."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing happens when there is none."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def list(self) -> Iterator[Entry]:
+        """Every object in the store, in key order."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise StorageMisconfigured (or StorageUnavailable) unless the store works for us."""
+
+    def sha256(self, key: str) -> str:
+        """The SHA-256 of an object's bytes, read back from the store."""
+        return hashlib.sha256(self.get(key)).hexdigest()
+
+
+# -- a folder ------------------------------------------------------------------------------
+
+
+class LocalStorage(Storage):
+    """Files under a folder (CHATAPP_UPLOAD_DIR), as chatapp always kept them."""
+
+    name = "local"
+
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+
+    def __repr__(self) -> str:
+        return f"folder {self.root}"
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        full = self._path(key)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        # Written beside, then renamed into place: the name holds all of it or nothing.
+        partial = f"{full}.{secrets.token_hex(4)}.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(partial, full)
+        except BaseException:
+            _unlink(partial)
+            raise
+
+    def get(self, key):
+        with open(self._path(key), "rb") as f:
+            return f.read()
+
+    def stream(self, key):
+        f = open(self._path(key), "rb")
+        stat = os.fstat(f.fileno())
+
+        def chunks():
+            with f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+
+        return StoredObject(
+            size=stat.st_size,
+            etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+            modified=datetime.fromtimestamp(int(stat.st_mtime), timezone.utc),
+            chunks=chunks(),
+            close=f.close,
+        )
+
+    def delete(self, key):
+        _unlink(self._path(key))
+
+    def exists(self, key):
+        return os.path.isfile(self._path(key))
+
+    def list(self):
+        found = []
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if name.endswith(".partial"):
+                    continue  # a write under way (or one a crash cut short)
+                full = os.path.join(folder, name)
+                try:
+                    stat = os.lstat(full)
+                except FileNotFoundError:
+                    continue
+                if not os.path.isfile(full) or os.path.islink(full):
+                    continue
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                found.append(Entry(key, stat.st_size,
+                                   datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+        return iter(sorted(found, key=lambda e: e.key))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- a bucket ------------------------------------------------------------------------------
+
+
+class S3Storage(Storage):
+    """Objects in an S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, Garage, B2), through boto3.
+
+    boto3 speaks over urllib3 sockets, which gevent's monkey-patching makes cooperative: a
+    greenlet waiting on the store lets every other greenlet run. Timeouts are short, so a
+    slow store fails a request within seconds instead of holding it.
+    """
+
+    name = "s3"
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, timeout: float = 5.0, client=None):
+        if not bucket:
+            raise StorageMisconfigured("CHATAPP_STORAGE=s3 needs CHATAPP_S3_BUCKET, the bucket's name.")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.client = client or _client(endpoint_url, region, timeout)
+
+    def __repr__(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"bucket {self.bucket}{where}" + (f" under {self.prefix}" if self.prefix else "")
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        # One PUT: S3 stores an object whole or not at all. The SHA-256 travels with it
+        # (checked by the store on arrival) and is kept for `storage migrate` to compare.
+        digest = hashlib.sha256(data).hexdigest()
+        with _faults(key):
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type,
+                Metadata={"sha256": digest},
+            )
+
+    def get(self, key):
+        obj = self.stream(key)
+        try:
+            with _faults(key):
+                return b"".join(obj.chunks)
+        finally:
+            obj.close()
+
+    def stream(self, key):
+        with _faults(key):
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        body = answer["Body"]
+
+        def chunks():
+            try:
+                with _faults(key):
+                    yield from body.iter_chunks(CHUNK)
+            finally:
+                body.close()
+
+        return StoredObject(
+            size=answer["ContentLength"],
+            etag=answer["ETag"].strip('"'),
+            modified=answer["LastModified"],
+            chunks=chunks(),
+            close=body.close,
+        )
+
+    def delete(self, key):
+        with _faults(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key):
+        try:
+            with _faults(key):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list(self):
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _faults(self.prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    yield Entry(item["Key"][len(self.prefix):], item["Size"], item["LastModified"])
+
+    def check(self):
+        """Ask for the bucket with our credentials: a wrong key, secret or bucket name shows here."""
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise StorageMisconfigured(
+                f"No S3 credentials for {self!r} ({exc}). Set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or an instance role)."
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = exc.response.get("Error", {}).get("Code", "")
+            if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
+                raise StorageUnavailable(f"{self!r} answered {status} {code}")
+            if status == 404 or code in ("NoSuchBucket", "404"):
+                raise StorageMisconfigured(
+                    f"There is no {self!r}. Create it (private), or fix CHATAPP_S3_BUCKET."
+                )
+            raise StorageMisconfigured(
+                f"{self!r} refused our credentials ({status} {code or 'Forbidden'}). Check "
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, CHATAPP_S3_REGION and that the key "
+                "may read, write, list and delete in the bucket."
+            )
+        except Exception as exc:  # noqa: BLE001 - connection errors of every kind
+            raise StorageUnavailable(f"{self!r} cannot be reached: {exc}")
+
+
+def _client(endpoint_url: str | None, region: str | None, timeout: float):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=min(timeout, 3.0),
+        read_timeout=timeout,
+        retries={"max_attempts": 2, "mode": "standard"},
+        # Path-style addressing works with every S3-compatible service behind any DNS.
+        s3={"addressing_style": "path"} if endpoint_url else {},
+        # Only what the service itself requires: R2, MinIO and Garage do not all accept
+        # the newer default checksum headers.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+    )
+
+
+class _faults:
+    """Turn botocore's failures into ours: missing → FileNotFoundError, else StorageUnavailable."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, (FileNotFoundError, StorageUnavailable, GeneratorExit)):
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+                raise FileNotFoundError(self.key) from exc
+            raise StorageUnavailable(f"the object store answered {status} {code}") from exc
+        if isinstance(exc, (BotoCoreError, OSError)):
+            raise StorageUnavailable(f"the object store cannot be reached: {exc}") from exc
+        return False
+
+
+# -- the app's store -----------------------------------------------------------------------
+
+
+def from_config(config, backend: str | None = None) -> Storage:
+    """The store the configuration names (or the one named by backend, for migrating)."""
+    backend = (backend or config.get("STORAGE") or "local").lower()
+    if backend == "local":
+        return LocalStorage(config["UPLOAD_DIR"])
+    if backend == "s3":
+        return S3Storage(
+            config.get("S3_BUCKET") or "",
+            prefix=config.get("S3_PREFIX") or "",
+            endpoint_url=config.get("S3_ENDPOINT_URL"),
+            region=config.get("S3_REGION"),
+            timeout=config.get("S3_TIMEOUT", 5.0),
+        )
+    raise StorageMisconfigured(f"CHATAPP_STORAGE={backend!r}: use local or s3.")
+
+
+def init_app(app) -> None:
+    """Build the app's store; refuse to start when a bucket does not accept our credentials.
+
+    A store that cannot be reached right now does not stop the app: chat goes on, and
+    images answer 503 until it is back. Wrong credentials or a missing bucket will not
+    mend themselves, so they stop it at once with the reason.
+    """
+    store = from_config(app.config)
+    if isinstance(store, S3Storage):
+        try:
+            store.check()
+        except StorageUnavailable as exc:
+            log.warning("images are unavailable until the object store answers: %s", exc)
+    app.extensions["storage"] = store
+
+
+def current() -> Storage:
+    """The running app's store."""
+    return current_app.extensions["storage"]
+
+
+def image_keys(image) -> set[str]:
+    """The keys an image's files are stored under (its thumbnail may be the original)."""
+    return {key for key in (image.path, image.thumb_path) if key}
+
+
+def delete_files(*keys: str) -> bool:
+    """Delete stored objects no row refers to any longer; False when some could not be.
+
+    Call it after the commit that removed their rows: a crash or an unreachable store in
+    between leaves unused objects, never a message without its image. What is left is
+    logged, and `flask storage sweep` removes it later.
+    """
+    store = current()
+    done = True
+    for key in sorted(set(k for k in keys if k)):
+        try:
+            store.delete(key)
+        except (StorageUnavailable, OSError, ValueError) as exc:
+            done = False
+            log.warning("could not delete stored object %s (flask storage sweep will): %s", key, exc)
+    return done
+
+
+def delete_image_files(image) -> bool:
+    """Delete an image's stored files (original and thumbnail); call after the commit."""
+    return delete_files(*image_keys(image))
