@@ -78,6 +78,8 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         or str(Path(root_path).parent / "uploads"),
         # Where image files live: local (UPLOAD_DIR) or s3 (docs/deployment.md).
         "STORAGE": (os.environ.get("CHATAPP_STORAGE") or "local").strip().lower(),
+        # While moving between backends: the old one, read for what is not copied yet.
+        "STORAGE_FALLBACK": (os.environ.get("CHATAPP_STORAGE_FALLBACK") or "").strip().lower(),
         "S3_BUCKET": os.environ.get("CHATAPP_S3_BUCKET") or None,
         "S3_ENDPOINT_URL": os.environ.get("CHATAPP_S3_ENDPOINT_URL") or None,
         "S3_REGION": os.environ.get("CHATAPP_S3_REGION") or None,

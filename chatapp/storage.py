@@ -340,12 +340,69 @@ class _faults:
         return False
 
 
+# -- while moving between backends ---------------------------------------------------------
+
+
+class WithFallback(Storage):
+    """The new backend, reading from the old one what is not copied yet (CHATAPP_STORAGE_FALLBACK).
+
+    For the switch from one backend to the other while people post: writes go to the new
+    one, an object missing there is read from the old one, deletes reach both, and a
+    listing (backups) shows both. Once `storage migrate` has run after the switch, the
+    fallback can go.
+    """
+
+    def __init__(self, primary: Storage, fallback: Storage):
+        self.primary, self.fallback = primary, fallback
+        self.name = primary.name
+
+    def __repr__(self) -> str:
+        return f"{self.primary!r} (falling back to the {self.fallback!r})"
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        self.primary.put(key, data, content_type)
+
+    def _read(self, method: str, key: str):
+        try:
+            return getattr(self.primary, method)(key)
+        except FileNotFoundError:
+            return getattr(self.fallback, method)(key)
+
+    def get(self, key):
+        return self._read("get", key)
+
+    def stream(self, key):
+        return self._read("stream", key)
+
+    def delete(self, key):
+        self.primary.delete(key)
+        self.fallback.delete(key)
+
+    def exists(self, key):
+        return self.primary.exists(key) or self.fallback.exists(key)
+
+    def list(self):
+        merged = {e.key: e for e in self.fallback.list()}
+        merged.update((e.key, e) for e in self.primary.list())
+        return iter(sorted(merged.values(), key=lambda e: e.key))
+
+    def check(self):
+        self.primary.check()
+        self.fallback.check()
+
+
 # -- the app's store -----------------------------------------------------------------------
 
 
 def from_config(config, backend: str | None = None) -> Storage:
-    """The store the configuration names (or the one named by backend, for migrating)."""
-    backend = (backend or config.get("STORAGE") or "local").lower()
+    """The store the configuration names (or only the one named by backend, for migrating)."""
+    if backend is None:
+        store = from_config(config, config.get("STORAGE") or "local")
+        fallback = (config.get("STORAGE_FALLBACK") or "").lower()
+        if fallback and fallback != store.name:
+            store = WithFallback(store, from_config(config, fallback))
+        return store
+    backend = backend.lower()
     if backend == "local":
         return LocalStorage(config["UPLOAD_DIR"])
     if backend == "s3":
@@ -367,7 +424,7 @@ def init_app(app) -> None:
     mend themselves, so they stop it at once with the reason.
     """
     store = from_config(app.config)
-    if isinstance(store, S3Storage):
+    if not isinstance(store, LocalStorage):
         try:
             store.check()
         except StorageUnavailable as exc:

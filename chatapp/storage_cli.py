@@ -72,8 +72,9 @@ def migrate_command(to: str, verbose: bool) -> None:
     )
     if config["STORAGE"] != to:
         click.echo(
-            f"Next: set CHATAPP_STORAGE={to}, restart chatapp, then run this command once more "
-            "to copy what was uploaded meanwhile (docs/deployment.md)."
+            f"Next: set CHATAPP_STORAGE={to} and CHATAPP_STORAGE_FALLBACK={source.name}, restart "
+            "chatapp, then run this command once more to copy what was uploaded meanwhile "
+            "(docs/deployment.md)."
         )
 
 

@@ -273,18 +273,29 @@ def test_migrate_local_to_s3_and_back_verified_and_resumable(app, auth, client, 
     in_bucket = {k.removeprefix("chatapp/"): sha(v) for k, v in moto.objects(bucket).items()}
     assert in_bucket == before
 
-    # Interrupted half-way: one object missing, one cut short. A second run mends both.
+    # Posted after the copy, before the switch: still only in the folder.
+    assert post_image(client, picture("PNG", size=(120, 90)), "late").status_code == 200
+    before = {k: sha(v) for k, v in local_files(root).items()}
+    assert len(before) == 4
+    # The switch: the bucket first, the folder read for what is not copied yet.
+    app.config.update(STORAGE="s3", STORAGE_FALLBACK="local")
+    app.extensions["storage"] = storage.from_config(app.config)
+    late = image_ids(app)[-1]
+    assert sha(client.get(f"/images/{late}").data) in before.values()
+
+    # And a copy interrupted half-way: one object missing, one cut short.
     s3 = moto.client()
-    first, second = sorted(before)[:2]
+    first, second = sorted(in_bucket)[:2]
     s3.delete_object(Bucket=bucket, Key=f"chatapp/{first}")
     s3.put_object(Bucket=bucket, Key=f"chatapp/{second}", Body=b"cut sho")
+    # The second run copies the late image and mends both.
     again = runner.invoke(args=["storage", "migrate", "--to", "s3"])
     assert again.exit_code == 0, again.output
-    assert "Copied 2 files" in again.output and "1 were there already" in again.output
+    assert "Copied 3 files" in again.output and "1 were there already" in again.output
     assert {k.removeprefix("chatapp/"): sha(v) for k, v in moto.objects(bucket).items()} == before
 
-    # Switched to the bucket, with the folder gone: the images are served from it.
-    app.config["STORAGE"] = "s3"
+    # The fallback gone, and the folder with it: every image is served from the bucket.
+    app.config["STORAGE_FALLBACK"] = ""
     app.extensions["storage"] = storage.from_config(app.config)
     for path in root.rglob("*"):
         if path.is_file():
@@ -295,7 +306,7 @@ def test_migrate_local_to_s3_and_back_verified_and_resumable(app, auth, client, 
 
     back = runner.invoke(args=["storage", "migrate", "--to", "local"])
     assert back.exit_code == 0, back.output
-    assert "Copied 3 files" in back.output
+    assert "Copied 4 files" in back.output
     assert {k: sha(v) for k, v in local_files(root).items()} == before
 
 
