@@ -460,6 +460,39 @@ def delete_files(*keys: str) -> bool:
     return done
 
 
-def delete_image_files(image) -> bool:
-    """Delete an image's stored files (original and thumbnail); call after the commit."""
-    return delete_files(*image_keys(image))
+def delete_image_files(image) -> None:
+    """Delete an image's stored files once the transaction deleting its row commits.
+
+    Call it in the same transaction as the delete of the message, image or room (before
+    the commit, while the image's attributes are loaded). Nothing happens if that
+    transaction rolls back; after its commit the files go (see delete_files).
+    """
+    delete_after_commit(*image_keys(image))
+
+
+def delete_after_commit(*keys: str) -> None:
+    """Delete these objects when the current database transaction commits (not if it rolls back)."""
+    from .extensions import db
+
+    db.session().info.setdefault(_PENDING, set()).update(k for k in keys if k)
+
+
+_PENDING = "chatapp.storage.delete_after_commit"
+
+
+def _listen() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    @event.listens_for(Session, "after_commit")
+    def _after_commit(session):
+        keys = session.info.pop(_PENDING, None)
+        if keys:
+            delete_files(*keys)
+
+    @event.listens_for(Session, "after_rollback")
+    def _after_rollback(session):
+        session.info.pop(_PENDING, None)
+
+
+_listen()

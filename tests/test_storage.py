@@ -353,3 +353,33 @@ def test_keys_never_leave_the_store(tmp_path):
     store.delete("ab/cd/name.png")
     store.delete("ab/cd/name.png")  # already gone: nothing happens
     assert not store.exists("ab/cd/name.png")
+
+
+def test_an_image_deleted_with_its_message_loses_its_files_only_when_that_commits(app, auth, client):
+    from chatapp import storage
+    from chatapp.extensions import db
+    from chatapp.models import Image, Message
+
+    auth.register("alice")
+    assert post_image(client, picture("PNG"), "first").status_code == 200
+    assert post_image(client, picture("PNG", size=(100, 80)), "second").status_code == 200
+    root = Path(app.config["UPLOAD_DIR"])
+    assert len(local_files(root)) == 3
+
+    def delete(body: str, commit: bool) -> None:
+        with app.app_context():
+            message = db.session.scalar(db.select(Message).where(Message.body == body))
+            image = message.image
+            storage.delete_image_files(image)  # what deleting a message or a room calls
+            db.session.delete(message)
+            db.session.delete(image)
+            db.session.commit() if commit else db.session.rollback()
+            db.session.remove()
+
+    delete("first", commit=False)  # rolled back: the message and its files stay
+    assert len(local_files(root)) == 3
+    delete("first", commit=True)
+    with app.app_context():
+        [image] = db.session.scalars(db.select(Image)).all()
+        assert set(local_files(root)) == {image.path}
+        db.session.remove()
