@@ -383,3 +383,40 @@ def test_an_image_deleted_with_its_message_loses_its_files_only_when_that_commit
         [image] = db.session.scalars(db.select(Image)).all()
         assert set(local_files(root)) == {image.path}
         db.session.remove()
+
+
+@pytest.mark.browser
+def test_a_person_sees_the_store_is_down_in_the_composer_and_can_still_chat(
+        browser, server_factory, tmp_path):
+    from playwright.sync_api import expect
+
+    store = MotoServer(tmp_path).start()
+    context = browser.new_context()
+    try:
+        server = server_factory(**store.env_for(store.new_bucket()), CHATAPP_S3_TIMEOUT="2")
+        alice, bob = Person(server, "alice").register(), Person(server, "bob").register()
+        b = bob.connect()
+        photo = tmp_path / "photo.png"
+        photo.write_bytes(picture("PNG", size=(600, 400)))
+        page = context.new_page()
+        page.goto(server.url + "/login/")
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(alice.password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("log", name="Messages")).to_be_visible()
+
+        store.stop()
+        page.get_by_label("Attach image").set_input_files(photo)
+        page.get_by_label("Caption").fill("lost in the outage")
+        page.get_by_role("button", name="Send image").click()
+        expect(page.get_by_role("alert")).to_contain_text(STORE_DOWN, timeout=20_000)
+        expect(page.get_by_role("link", name="Image from alice")).to_have_count(0)
+
+        page.get_by_role("textbox", name="Message", exact=True).fill("text still goes through")
+        page.get_by_role("textbox", name="Message", exact=True).press("Enter")
+        b.wait_for("text still goes through")
+        expect(page.get_by_role("log", name="Messages")).to_contain_text("text still goes through")
+        assert not [f for f in b.frames if "lost in the outage" in f]
+    finally:
+        context.close()
+        store.stop()
