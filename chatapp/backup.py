@@ -2,9 +2,9 @@
 manifest (version, migration head, row counts, SHA-256 of every file). restore.py puts
 one back.
 
-The database is copied first, the uploads (from a folder or a bucket, storage.py) after it: an image's files are written before
-its message commits, so every image in the copy finds its files in the archive (files
-uploaded after the copy are harmless extras).
+The database is copied first, the uploads (from a folder or a bucket, storage.py) after
+it: an image's files are written before its message commits, so every image in the copy
+finds its files in the archive (files uploaded after the copy are harmless extras).
 """
 
 from __future__ import annotations

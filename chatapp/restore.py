@@ -23,7 +23,7 @@ from .backup import (
     CHUNK, FORMAT, MANIFEST, POSTGRES_FILE, SQLITE_FILE, UPLOADS, BackupError, _facts, _libpq,
     _need, as_store,
 )
-from .storage import LocalStorage, StorageUnavailable
+from .storage import LocalStorage, StorageUnavailable, content_type_of
 
 
 def _known_revision(head: str | None, migrations: str) -> bool:
@@ -194,7 +194,7 @@ def _restore_uploads(source: Path, store) -> None:
             for file in sorted(source.rglob("*")):
                 if file.is_file():
                     store.put(file.relative_to(source).as_posix(), file.read_bytes(),
-                              _content_type(file.name))
+                              content_type_of(file.name))
     except StorageUnavailable as exc:
         raise BackupError(
             f"The database was restored but the images could not be written to the {store!r} "
@@ -208,14 +208,6 @@ def _remove_empty_folders(root: Path) -> None:
             folder.rmdir()
         except OSError:
             pass
-
-
-def _content_type(name: str) -> str:
-    """The type an image file is served as, from the extension chatapp gave it."""
-    from .imaging import CONTENT_TYPES, EXTENSIONS
-
-    by_extension = {ext: CONTENT_TYPES[fmt] for fmt, ext in EXTENSIONS.items()}
-    return by_extension.get(name.rsplit(".", 1)[-1], "application/octet-stream")
 
 
 def verify(database_url: str, manifest: dict) -> None:

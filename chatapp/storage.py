@@ -59,6 +59,14 @@ def check_key(key: str) -> str:
     return key
 
 
+def content_type_of(key: str) -> str:
+    """The type an image file is served as, from the extension chatapp gave its name."""
+    from .imaging import CONTENT_TYPES, EXTENSIONS
+
+    by_extension = {ext: CONTENT_TYPES[fmt] for fmt, ext in EXTENSIONS.items()}
+    return by_extension.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+
+
 class Storage:
     """The interface; LocalStorage and S3Storage implement it."""
 

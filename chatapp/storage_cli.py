@@ -27,8 +27,6 @@ def migrate(source: storage.Storage, target: storage.Storage, echo=lambda line: 
     the app runs: objects are only added, never removed from either side, and an image
     uploaded meanwhile is copied by the next run.
     """
-    from .restore import _content_type
-
     copied = kept = 0
     for entry in source.list():
         try:
@@ -42,7 +40,7 @@ def migrate(source: storage.Storage, target: storage.Storage, echo=lambda line: 
                 continue
         except FileNotFoundError:
             pass
-        target.put(entry.key, data, _content_type(entry.key))
+        target.put(entry.key, data, storage.content_type_of(entry.key))
         got = target.sha256(entry.key)
         if got != want:
             raise MigrationError(f"{entry.key} arrived as sha256 {got}, not {want}: run migrate again.")
