@@ -278,7 +278,7 @@ class S3Storage(Storage):
         from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            # A GET, not a HEAD: its error has a body naming the reason (InvalidAccessKeyId…).
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except (NoCredentialsError, PartialCredentialsError) as exc:
             raise StorageMisconfigured(
@@ -294,8 +294,9 @@ class S3Storage(Storage):
                 raise StorageMisconfigured(
                     f"There is no {self!r}. Create it (private), or fix CHATAPP_S3_BUCKET."
                 )
+            reason = f"{status} {code}" if code and code != str(status) else f"{status} Forbidden"
             raise StorageMisconfigured(
-                f"{self!r} refused our credentials ({status} {code or 'Forbidden'}). Check "
+                f"{self!r} refused our credentials ({reason}). Check "
                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, CHATAPP_S3_REGION and that the key "
                 "may read, write, list and delete in the bucket."
             )

@@ -230,7 +230,7 @@ def test_wrong_credentials_stop_the_app_from_starting(server_factory, tmp_path):
         with pytest.raises(RuntimeError) as refused:
             server_factory(**store.env_for("images"))
         assert "refused our credentials" in str(refused.value)
-        assert "AWS_ACCESS_KEY_ID" in str(refused.value)
+        assert "InvalidAccessKeyId" in str(refused.value) and "AWS_ACCESS_KEY_ID" in str(refused.value)
     finally:
         store.stop()
 
