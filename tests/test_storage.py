@@ -419,3 +419,43 @@ def test_a_person_sees_the_store_is_down_in_the_composer_and_can_still_chat(
     finally:
         context.close()
         store.stop()
+
+
+def test_the_migrate_command_copies_while_the_server_takes_uploads(server_factory, moto, bucket):
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import ROOT
+
+    server = server_factory()  # images in its folder (CHATAPP_STORAGE=local)
+    alice, bob = Person(server, "alice").register(), Person(server, "bob").register()
+    b = bob.connect()
+    for n in range(3):
+        assert upload(alice, 1, picture("PNG", size=(300 + n, 200)), caption=f"old {n}").status_code == 200
+    root = server.tmp_path / "uploads"
+    existing = {k: sha(v) for k, v in local_files(root).items()}
+    assert len(existing) == 3
+
+    # The S3 settings beside the running app's own (still CHATAPP_STORAGE=local).
+    env = {**server.env, **{k: v for k, v in moto.env_for(bucket).items() if k != "CHATAPP_STORAGE"}}
+    posted = []
+    poster = threading.Thread(target=lambda: posted.append(
+        upload(alice, 1, picture("PNG", size=(320, 240)), caption="during").status_code))
+    poster.start()
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "chatapp", "storage", "migrate",
+                           "--to", "s3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    poster.join()
+    assert done.returncode == 0, done.stderr
+    assert "each verified by SHA-256" in done.stdout and "CHATAPP_STORAGE_FALLBACK=local" in done.stdout
+    assert posted == [200]
+    b.wait_for("during")
+    in_bucket = {k.removeprefix("chatapp/"): sha(v) for k, v in moto.objects(bucket).items()}
+    assert existing.items() <= in_bucket.items()
+    # Run again: whatever came meanwhile is copied, the rest is kept.
+    again = subprocess.run([sys.executable, "-m", "flask", "--app", "chatapp", "storage", "migrate",
+                            "--to", "s3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    in_bucket = {k.removeprefix("chatapp/"): sha(v) for k, v in moto.objects(bucket).items()}
+    assert in_bucket == {k: sha(v) for k, v in local_files(root).items()}
+    assert len(in_bucket) == 4
