@@ -100,6 +100,7 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "MAX_MESSAGE_CHARS": 4000,
         "MAX_FRAME_BYTES": _int("CHATAPP_MAX_FRAME_BYTES", 32 * 1024),
         "MESSAGE_RATE": os.environ.get("CHATAPP_MESSAGE_RATE", "10/5second"),
+        "SEARCH_RATE": os.environ.get("CHATAPP_SEARCH_RATE", "60/minute"),
         # Refused frames cost a render, a push and a log line each: a socket that keeps
         # sending them (a script, not a person) is closed with 1008 past this rate.
         "REFUSAL_RATE": os.environ.get("CHATAPP_REFUSAL_RATE", "20/10second"),
@@ -111,6 +112,8 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
         "MAX_SOCKETS_PER_USER": _int("CHATAPP_MAX_SOCKETS_PER_USER", 30),
         "HISTORY_PAGE_SIZE": 50,
+        # Seconds after sending during which an author may edit a message (0: never).
+        "EDIT_WINDOW": _int("CHATAPP_EDIT_WINDOW", 15 * 60),
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
         # Messages older than this many days are deleted by `flask prune` (0: kept forever).

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from . import storage
 from .extensions import db
-from .models import Image, Message, utcnow
+from .models import Image, Mention, Message, Reaction, utcnow
 
 audit_log = logging.getLogger("chatapp.audit")
 BATCH = 500  # rows per transaction: a large first prune never holds a long write lock
@@ -40,6 +40,8 @@ def prune(days: int) -> tuple[int, int]:
         files = db.session.execute(
             select(Image.path, Image.thumb_path).where(Image.id.in_(image_ids))
         ).all() if image_ids else []
+        for dependent in (Mention, Reaction):  # SQLite may not enforce ON DELETE CASCADE
+            db.session.execute(delete(dependent).where(dependent.message_id.in_(message_ids)))
         db.session.execute(delete(Message).where(Message.id.in_(message_ids)))
         if image_ids:
             db.session.execute(delete(Image).where(Image.id.in_(image_ids)))

@@ -12,7 +12,7 @@ from flask import abort, current_app, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from .models import MAX_ID, Conversation, Image, Membership, User, db
+from .models import MAX_ID, Conversation, Image, Membership, User, db, unread_mentions
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,13 @@ def sidebar_context(
     """
     room = Conversation.public_room()
     unread = dict(unread) if unread is not None else Membership.unread_counts(user.id)
+    # Mentions come from the database even for a push: they are rare, and a pointer saved
+    # a moment late only keeps a badge a moment longer.
+    mentions = unread_mentions(user.id)
     if current is not None:
         # The conversation on screen is being read (its pointer may be saved a moment later).
         unread.pop(current.id, None)
+        mentions.pop(current.id, None)
     chats = _private_chats(user)
     chatted = {peer.id for _, peer in chats}
     people = db.session.scalars(
@@ -79,6 +83,8 @@ def sidebar_context(
         "people": people,
         "unread": unread,
         "total_unread": sum(unread.values()),
+        "mentions": mentions,
+        "total_mentions": sum(mentions.values()),
         "current": current,
         "user": user,
     }
