@@ -61,7 +61,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, api, assets, auth, chat, cli, health, messages, metrics, realtime, search, uploads
+    from . import admin, api, assets, auth, chat, cli, health, messages, metrics, realtime, search, storage, uploads
     from .models import MAX_ID, Reaction
     from .posting import new_client_id
     from .realtime import ws
@@ -101,6 +101,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     realtime.init_app(app)
     app.register_blueprint(ws.bp)
+    storage.init_app(app)  # refuses to start with a bucket that refuses our credentials
     uploads.init_app(app)
     cli.init_app(app)
     assets.init_app(app)

@@ -76,6 +76,15 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
         "UPLOAD_DIR": os.environ.get("CHATAPP_UPLOAD_DIR")
         or str(Path(root_path).parent / "uploads"),
+        # Where image files live: local (UPLOAD_DIR) or s3 (docs/deployment.md).
+        "STORAGE": (os.environ.get("CHATAPP_STORAGE") or "local").strip().lower(),
+        # While moving between backends: the old one, read for what is not copied yet.
+        "STORAGE_FALLBACK": (os.environ.get("CHATAPP_STORAGE_FALLBACK") or "").strip().lower(),
+        "S3_BUCKET": os.environ.get("CHATAPP_S3_BUCKET") or None,
+        "S3_ENDPOINT_URL": os.environ.get("CHATAPP_S3_ENDPOINT_URL") or None,
+        "S3_REGION": os.environ.get("CHATAPP_S3_REGION") or None,
+        "S3_PREFIX": os.environ.get("CHATAPP_S3_PREFIX") or "",
+        "S3_TIMEOUT": float(os.environ.get("CHATAPP_S3_TIMEOUT") or 5),
         "ALLOWED_ORIGINS": [o.strip().rstrip("/") for o in origins.split(",") if o.strip()],
         "SESSION_COOKIE_SECURE": _flag("CHATAPP_SECURE_COOKIES"),
         "REMEMBER_COOKIE_SECURE": _flag("CHATAPP_SECURE_COOKIES"),

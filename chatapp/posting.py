@@ -8,21 +8,17 @@ commit, and only then publish the event.
 
 from __future__ import annotations
 
-import logging
-import os
 import uuid
 from datetime import timedelta
 
 from flask import current_app, render_template
 from sqlalchemy import select
 
-from . import bots, formatting, metrics, ratelimit, webhooks
+from . import bots, formatting, metrics, ratelimit, storage, webhooks
 from .extensions import db
 from .models import REACTIONS, Conversation, Image, Mention, Message, Reaction, User, utcnow
 from .realtime.current import get
 from .text import blank, encodable
-
-log = logging.getLogger(__name__)
 
 TOO_FAST = "You are sending messages too fast. Wait a moment, then send again."
 
@@ -220,12 +216,10 @@ def delete(message: Message | None, user: User, moderator: bool = False) -> Mess
                            following=following)
     message.soft_delete()
     event = message_deleted_event(message, html)
-    # The file names, read before the commit: files go only once the deletion is saved.
-    files = image_files(message.image) if message.image is not None and not moderator else ()
+    if message.image is not None and not moderator:
+        storage.delete_image_files(message.image)  # the files go once the deletion commits
     db.session.commit()
     publish(event)
-    if files:
-        remove_image_files(*files)
     return message
 
 
@@ -237,28 +231,6 @@ def message_deleted_event(message: Message, html: str | None = None) -> dict:
         "message_id": message.id,
         "html": html,
     }
-
-
-def image_files(image: Image) -> set[str]:
-    """The stored files of an image (its thumbnail may be the same file)."""
-    return {image.path, image.thumb_path}
-
-
-def remove_image_files(*names: str) -> None:
-    """Delete stored image files of a deleted message, after the commit (the one place a
-    storage backend takes over). The image row stays, naming files that are gone: every
-    page then answers 404 for it."""
-    root = os.path.realpath(current_app.config["UPLOAD_DIR"])
-    for rel in names:
-        full = os.path.realpath(os.path.join(root, rel))
-        if not full.startswith(root + os.sep):  # stored names are ours, but be sure
-            continue
-        try:
-            os.unlink(full)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            log.exception("could not remove image file %s", rel)
 
 
 def react(message: Message | None, user: User, emoji: str) -> bool:

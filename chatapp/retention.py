@@ -8,12 +8,11 @@ greenlet in a worker competing with sockets for the event loop.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import delete, select
 
+from . import storage
 from .extensions import db
 from .models import Image, Mention, Message, Reaction, utcnow
 
@@ -49,8 +48,7 @@ def prune(days: int) -> tuple[int, int]:
         db.session.commit()
         # Files go after the commit: a crash between leaves unused files, never a
         # message whose image is missing.
-        for path, thumb_path in files:
-            _remove(path, thumb_path)
+        storage.delete_files(*(key for pair in files for key in pair))
         messages += len(message_ids)
         images += len(image_ids)
     # The audit table records an administrator's actions (it needs an actor); this is the
@@ -62,16 +60,3 @@ def prune(days: int) -> tuple[int, int]:
                "cutoff": cutoff.isoformat(timespec="seconds")},
     )
     return messages, images
-
-
-def _remove(*paths: str) -> None:
-    """Delete an image's stored files (its thumbnail may be the same file)."""
-    root = os.path.realpath(current_app.config["UPLOAD_DIR"])
-    for rel in set(paths):
-        full = os.path.realpath(os.path.join(root, rel))
-        if not full.startswith(root + os.sep):  # stored names are ours, but be sure
-            continue
-        try:
-            os.unlink(full)
-        except FileNotFoundError:
-            pass
