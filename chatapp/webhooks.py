@@ -114,6 +114,7 @@ def call(url: str, payload: dict, *, timeout: float, allow_private: bool) -> str
             kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             body = _read(response, deadline)
         finally:
+            response.close()  # and its connection: one delivery, one connection
             response.release_conn()
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise Failed(f"{type(exc).__name__}: {exc}", retry=True) from exc
