@@ -61,7 +61,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, assets, auth, chat, cli, health, metrics, realtime, uploads
+    from . import admin, assets, auth, chat, cli, health, metrics, realtime, rooms, uploads
     from .models import MAX_ID
     from .posting import new_client_id
     from .realtime import ws
@@ -94,6 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(rooms.bp)
     app.register_blueprint(admin.bp)
     realtime.init_app(app)
     app.register_blueprint(ws.bp)

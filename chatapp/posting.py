@@ -83,8 +83,14 @@ def check_rate(user_id: int) -> None:
         raise Refusal(TOO_FAST, 429)
 
 
+def check_member(conversation: Conversation, user: User) -> None:
+    """Refuse a post to a room the sender is no longer in (removed, left) as absent."""
+    if conversation.is_room and not conversation.is_member(user):
+        raise Refusal("You are not in this room any more. Reload the page.", 404)
+
+
 def post(conversation: Conversation, author: User, body: str, client_id: str,
-         image: Image | None = None) -> tuple[Message, bool]:
+         image: Image | None = None, system: bool = False) -> tuple[Message, bool]:
     """Store a checked message once per client id, then announce it to every viewer.
 
     The push is rendered inside the transaction that stores the message (its grouping
@@ -92,13 +98,30 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     only after the commit: no event ever announces an uncommitted row. Returns the
     message and whether it is new (False: a resend of one already stored).
     """
-    message, created = Message.post(conversation, author, body, client_id, image)
+    message, created = Message.post(conversation, author, body, client_id, image, system)
     event = message_event(message) if created else None
     db.session.commit()
     if event is not None:
         metrics.published(event)  # counts it, and stamps the time for the backplane lag
         get().backplane.publish(event)  # to every process's hub, this one included
     return message, created
+
+
+def stage_system(conversation: Conversation, actor: User, text: str) -> dict:
+    """Add a system line ("ann added ben") to a room in the caller's transaction; return
+    its event, for the caller to publish after committing its own change with it.
+
+    A membership change and the line that tells of it are one transaction: nobody sees
+    one without the other.
+    """
+    message, _ = Message.post(conversation, actor, text, new_client_id(), system=True)
+    return message_event(message)
+
+
+def publish(event: dict) -> None:
+    """Announce a message event built before the commit (after the commit)."""
+    metrics.published(event)
+    get().backplane.publish(event)
 
 
 def message_event(message) -> dict:
@@ -114,6 +137,7 @@ def message_event(message) -> dict:
         "message_id": message.id,
         "author_id": message.author_id,
         "member_ids": conversation.member_ids(),
+        "system": message.system,
         "html": render_template("pushes/message_created.html", message=message),
     }
 

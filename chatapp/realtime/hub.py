@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
-from .. import metrics
+from .. import metrics, notify
 from .client import Client
 from .frames import POLICY_VIOLATION, Frame
 
@@ -28,9 +28,12 @@ class UserState:
     # Messages with ids up to this were already counted when `unread` was loaded.
     watermark: int
     clients: set[Client] = field(default_factory=set)
-    # The private chat at the head of this user's sidebar as last rendered here: a
-    # message there changes no order, so the sidebar needs no re-rendering for it.
-    top_chat: int | None = None
+    # The room and the private chat at the head of their groups in this user's sidebar as
+    # last rendered here: a message there changes no order, so the sidebar needs no
+    # re-rendering for it.
+    heads: set[int] = field(default_factory=set)
+    # "Notify me" levels that are not the default, per conversation (notify.py).
+    levels: dict[int, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -46,18 +49,20 @@ class Hub:
     thousand sockets costs no database statement.
     """
 
-    def __init__(self, *, on_read, render_sidebars, recount_unread):
+    def __init__(self, *, on_read, render_sidebars, recount_unread, render_room=None):
         """on_read(user_ids, conversation_id, message_id): these users saw a message
         (the read tracker saves it later). render_sidebars(user_id, clients, unread):
         push a fresh sidebar to these sockets of a user; returns the private chats as
         rendered, or None. recount_unread(user_ids, conversation_id): unread counts of
-        one conversation for these users, from the database (after a deletion)."""
+        one conversation for these users, from the database (after a deletion).
+        render_room(conversation_id): the room header's push (name, member list)."""
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
         self.on_read = on_read
         self.render_sidebars = render_sidebars
         self.recount_unread = recount_unread
+        self.render_room = render_room
         # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
         self.slots: dict[int, int] = {}
         # Sessions logged out lately (key -> when), for handshakes already past their check.
@@ -66,13 +71,15 @@ class Hub:
     # -- who is connected --------------------------------------------------------------
 
     def attach(self, client: Client, load_state) -> UserState:
-        """Register a socket; load_state() gives (unread, watermark) for a new user."""
+        """Register a socket; load_state() gives (unread, watermark, levels) for a new user."""
         with self._lock:
             state = self.users.get(client.user_id)
         if state is None:
-            unread, watermark = load_state()  # a query: done outside the lock
+            unread, watermark, *rest = load_state()  # queries: done outside the lock
+            levels = rest[0] if rest else {}
             with self._lock:
-                state = self.users.setdefault(client.user_id, UserState(unread, watermark))
+                state = self.users.setdefault(
+                    client.user_id, UserState(unread, watermark, levels=levels))
         with self._lock:
             state.clients.add(client)
             self.by_conversation[client.conversation_id].add(client)
@@ -144,6 +151,7 @@ class Hub:
         message_id = event["message_id"]
         author_id = event["author_id"]
         members = event.get("member_ids")  # None: the public room, everyone is a member
+        system = event.get("system", False)  # "ann added ben": shown, never counted
         # One frame for every viewer: the same HTML, encoded once.
         frame = Frame(event["html"])
         sidebar_refresh = []
@@ -161,19 +169,21 @@ class Hub:
                 if state is None:
                     continue
                 if user_id != author_id and user_id not in readers \
-                        and message_id > state.watermark:
+                        and message_id > state.watermark and not system \
+                        and notify.counts(state.levels.get(conversation_id, notify.EVERY),
+                                          user_id, event):
                     state.unread[conversation_id] = state.unread.get(conversation_id, 0) + 1
-                    if members is None or state.top_chat == conversation_id:
+                    if members is None or conversation_id in state.heads:
                         self._push_badge(state, conversation_id)
-                if members is not None and state.top_chat != conversation_id:
+                if members is not None and conversation_id not in state.heads:
                     sidebar_refresh.append(user_id)
         metrics.delivered(event, len(readers))
         readers.discard(author_id)
         if readers:
             self.on_read(readers, conversation_id, message_id)
-        # A private message moves its chat to the head of both members' sidebars (and may
-        # add it): re-rendered for a member unless it is at the head already, where a
-        # badge (above) is all that changes.
+        # A message in a room or private chat moves it to the head of its group in each
+        # member's sidebar (and may add it): re-rendered for a member unless it is at the
+        # head already, where a badge (above) is all that changes.
         for user_id in sidebar_refresh:
             self._refresh_sidebar(user_id)
 
@@ -187,9 +197,9 @@ class Hub:
             # These in-memory counts are newer than the database: read pointers of what
             # is on screen are saved in batches a moment later.
             unread = {c: n for c, n in state.unread.items() if n}
-        chats = self.render_sidebars(user_id, clients, unread)
-        if chats is not None:
-            self.sidebar_rendered(user_id, chats)
+        heads = self.render_sidebars(user_id, clients, unread)
+        if heads is not None:
+            self.sidebar_rendered(user_id, heads)
 
     def _on_conversations_read(self, event: dict) -> None:
         # Pointers saved elsewhere in one batch; only users connected here cost anything.
@@ -247,6 +257,76 @@ class Hub:
             if getattr(client, "session_key", None) == event["session_key"]:
                 client.close(POLICY_VIOLATION, "Logged out")
 
+    # -- rooms: membership, names, "Notify me" --------------------------------------------
+
+    def _on_members_changed(self, event: dict) -> None:
+        # People joined, were added, left or were removed. Whoever lost their seat loses
+        # the room's sockets now (their next handshake gets 404) and its badge; each
+        # affected person's tabs get a fresh sidebar (the room appears or goes).
+        conversation_id = event["conversation_id"]
+        gone = set(event.get("removed", ()))
+        for user_id in gone:
+            for client in self.clients_of(user_id):
+                if client.conversation_id == conversation_id:
+                    client.close(POLICY_VIOLATION, "Not a member of this conversation")
+            with self._lock:
+                state = self.users.get(user_id)
+                if state is not None:
+                    state.unread.pop(conversation_id, None)
+                    state.levels.pop(conversation_id, None)
+        for user_id in event.get("people", ()):
+            self._refresh_sidebar(user_id)
+        self._refresh_room(event)
+
+    def _on_room_changed(self, event: dict) -> None:
+        # Renamed: every member's sidebar shows the new name; the room's open pages too.
+        for client in self._viewers(event["conversation_id"]):
+            client.title = event["name"]
+        for user_id in event.get("member_ids", ()):
+            self._refresh_sidebar(user_id)
+        self._refresh_room(event)
+
+    def _on_room_deleted(self, event: dict) -> None:
+        # Deleted by an administrator: its pages close (their handshake gets 404 now).
+        for client in self._viewers(event["conversation_id"]):
+            client.close(POLICY_VIOLATION, "Conversation deleted")
+        for user_id in event.get("member_ids", ()):
+            with self._lock:
+                state = self.users.get(user_id)
+                if state is not None:
+                    state.unread.pop(event["conversation_id"], None)
+            self._refresh_sidebar(user_id)
+
+    def _on_notify_changed(self, event: dict) -> None:
+        # A member chose how much of a conversation counts: recount it in every tab.
+        user_id, conversation_id = event["user_id"], event["conversation_id"]
+        with self._lock:
+            state = self.users.get(user_id)
+            if state is None:
+                return
+            if event["level"] == notify.EVERY:
+                state.levels.pop(conversation_id, None)
+            else:
+                state.levels[conversation_id] = event["level"]
+        fresh = self.recount_unread([user_id], conversation_id)
+        with self._lock:
+            state = self.users.get(user_id)
+            if state is not None:
+                state.unread[conversation_id] = fresh.get(user_id, 0)
+                self._push_badge(state, conversation_id)
+
+    def _viewers(self, conversation_id: int) -> list[Client]:
+        with self._lock:
+            return list(self.by_conversation.get(conversation_id, ()))
+
+    def _refresh_room(self, event: dict) -> None:
+        """Push the room's header (name, members) to its open pages here, rendered once."""
+        viewers = self._viewers(event["conversation_id"])
+        if viewers and self.render_room is not None:
+            frame = Frame(self.render_room(event["conversation_id"]))
+            for client in viewers:
+                client.push(frame)
+
     @staticmethod
     def _push_badge(state: UserState, conversation_id: int) -> None:
         """Show a user's new count for one conversation, and the total in each tab's title."""
@@ -261,11 +341,11 @@ class Hub:
                 )
             )
 
-    def sidebar_rendered(self, user_id: int, chats) -> None:
-        """A sidebar of this user was rendered with these (conversation, peer) chats."""
+    def sidebar_rendered(self, user_id: int, heads: set[int]) -> None:
+        """A sidebar of this user was rendered with these conversations at its groups' heads."""
         state = self.users.get(user_id)
         if state is not None:
-            state.top_chat = chats[0][0].id if chats else None
+            state.heads = set(heads)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every socket of this process (shutdown, restart)."""

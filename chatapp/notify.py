@@ -1,0 +1,35 @@
+""""Notify me": which messages of a conversation count toward a member's unread badge and
+the page title. The one place that decides it, in memory (the hub, per recipient of a
+pushed message) and in SQL (the database recount): the two must agree.
+
+Levels: EVERY (every message, the default), MENTIONS (only messages that mention the
+member), NOTHING. The conversation stays readable at every level; only counting changes.
+"""
+
+from __future__ import annotations
+
+EVERY = "all"
+MENTIONS = "mentions"
+NOTHING = "none"
+LEVELS = {EVERY: "Every message", MENTIONS: "Mentions only", NOTHING: "Nothing"}
+
+
+def counts(level: str, user_id: int, event: dict) -> bool:
+    """Whether a pushed message (its message_created event) counts as unread for a member.
+
+    MENTIONS HOOK: an event lists the mentioned people in "mention_ids" (once messages
+    have mentions); until then a "Mentions only" member counts nothing.
+    """
+    if level == NOTHING:
+        return False
+    if level == MENTIONS:
+        return user_id in event.get("mention_ids", ())
+    return True
+
+
+def counted_clause(membership, message):
+    """The SQL condition, on a membership row and a message row, that the message counts
+    toward that member's unread count (the same rule as counts())."""
+    # MENTIONS HOOK: "or_(..., and_(membership.notify == MENTIONS, <message mentions
+    # membership.user_id>))" once messages have mentions.
+    return membership.notify == EVERY
