@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import chat_server, chatters, expect  # noqa: F401
+from test_browser import SHOTS, chat_server, chatters, expect, serious_axe_violations  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.databases("sqlite")]
 
@@ -61,3 +61,30 @@ def test_creating_open_and_members_only_rooms_through_the_form(chatters):
     ben.page.get_by_label("Notify me").select_option(label="Nothing")
     expect(ben.page.get_by_role("status")).to_contain_text("Saved")
     assert not ann.errors and not ben.errors, (ann.errors, ben.errors)
+
+
+def test_room_pages_have_no_serious_accessibility_violations(chatters):
+    ann, ben = chatters("ann", "ben")
+    ann.register()
+    ben.register()
+    page = ann.page
+    page.goto("/rooms/new")
+    page.get_by_label("Room name").fill("   ")
+    page.get_by_role("button", name="Create room").click()
+    expect(page.get_by_role("alert")).to_contain_text("Give the room a name")
+    found = {"new room with error": serious_axe_violations(page)}
+    page.get_by_label("Room name").fill("Dev talk")
+    page.get_by_role("button", name="Create room").click()
+    page.wait_for_url(re.compile(r"/c/\d+$"))
+    ann.live()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "room-desktop-light.png"))
+    found["room"] = serious_axe_violations(page)
+    page.get_by_role("link", name="Room settings").click()
+    found["room settings"] = serious_axe_violations(page)
+    ben.page.goto("/rooms/")
+    found["browse rooms"] = serious_axe_violations(ben.page)
+    ben.page.get_by_role("link", name="Dev talk").click()
+    expect(ben.page.get_by_role("button", name="Join")).to_be_visible()
+    found["join"] = serious_axe_violations(ben.page)
+    assert not {k: v for k, v in found.items() if v}
