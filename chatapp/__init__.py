@@ -61,7 +61,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, admin_rooms, assets, auth, chat, cli, health, metrics, realtime, rooms, uploads
+    from . import admin, assets, auth, chat, cli, health, metrics, realtime, rooms, uploads
+    from . import admin_rooms  # noqa: F401 - adds the rooms pages to the admin blueprint
     from .models import MAX_ID
     from .posting import new_client_id
     from .realtime import ws

@@ -77,7 +77,7 @@ def people_named(names: list[str], room: Conversation | None = None) -> list[Use
     return found
 
 
-def room_or_404(conversation_id: int, members_only_ok: bool = True) -> Conversation:
+def room_or_404(conversation_id: int) -> Conversation:
     """A room the current user may see; 404 for others, as if absent."""
     room = db.session.get(Conversation, conversation_id)
     if room is None or not room.is_room or not room.is_member(current_user):

@@ -13,6 +13,7 @@ from flask import render_template
 from .. import metrics, notify
 from .client import Client
 from .frames import POLICY_VIOLATION, Frame
+from .room_events import RoomEvents
 
 log = logging.getLogger(__name__)
 # How long a logged-out session is remembered, to close a socket whose handshake passed
@@ -40,7 +41,7 @@ class UserState:
         return sum(self.unread.values())
 
 
-class Hub:
+class Hub(RoomEvents):
     """Routes events to the sockets of this process.
 
     Every event arrives through deliver(), whether it was published here or by another
@@ -256,76 +257,6 @@ class Hub:
         for client in self.clients_of(event["user_id"]):
             if getattr(client, "session_key", None) == event["session_key"]:
                 client.close(POLICY_VIOLATION, "Logged out")
-
-    # -- rooms: membership, names, "Notify me" --------------------------------------------
-
-    def _on_members_changed(self, event: dict) -> None:
-        # People joined, were added, left or were removed. Whoever lost their seat loses
-        # the room's sockets now (their next handshake gets 404) and its badge; each
-        # affected person's tabs get a fresh sidebar (the room appears or goes).
-        conversation_id = event["conversation_id"]
-        gone = set(event.get("removed", ()))
-        for user_id in gone:
-            for client in self.clients_of(user_id):
-                if client.conversation_id == conversation_id:
-                    client.close(POLICY_VIOLATION, "Not a member of this conversation")
-            with self._lock:
-                state = self.users.get(user_id)
-                if state is not None:
-                    state.unread.pop(conversation_id, None)
-                    state.levels.pop(conversation_id, None)
-        for user_id in event.get("people", ()):
-            self._refresh_sidebar(user_id)
-        self._refresh_room(event)
-
-    def _on_room_changed(self, event: dict) -> None:
-        # Renamed: every member's sidebar shows the new name; the room's open pages too.
-        for client in self._viewers(event["conversation_id"]):
-            client.title = event["name"]
-        for user_id in event.get("member_ids", ()):
-            self._refresh_sidebar(user_id)
-        self._refresh_room(event)
-
-    def _on_room_deleted(self, event: dict) -> None:
-        # Deleted by an administrator: its pages close (their handshake gets 404 now).
-        for client in self._viewers(event["conversation_id"]):
-            client.close(POLICY_VIOLATION, "Conversation deleted")
-        for user_id in event.get("member_ids", ()):
-            with self._lock:
-                state = self.users.get(user_id)
-                if state is not None:
-                    state.unread.pop(event["conversation_id"], None)
-            self._refresh_sidebar(user_id)
-
-    def _on_notify_changed(self, event: dict) -> None:
-        # A member chose how much of a conversation counts: recount it in every tab.
-        user_id, conversation_id = event["user_id"], event["conversation_id"]
-        with self._lock:
-            state = self.users.get(user_id)
-            if state is None:
-                return
-            if event["level"] == notify.EVERY:
-                state.levels.pop(conversation_id, None)
-            else:
-                state.levels[conversation_id] = event["level"]
-        fresh = self.recount_unread([user_id], conversation_id)
-        with self._lock:
-            state = self.users.get(user_id)
-            if state is not None:
-                state.unread[conversation_id] = fresh.get(user_id, 0)
-                self._push_badge(state, conversation_id)
-
-    def _viewers(self, conversation_id: int) -> list[Client]:
-        with self._lock:
-            return list(self.by_conversation.get(conversation_id, ()))
-
-    def _refresh_room(self, event: dict) -> None:
-        """Push the room's header (name, members) to its open pages here, rendered once."""
-        viewers = self._viewers(event["conversation_id"])
-        if viewers and self.render_room is not None:
-            frame = Frame(self.render_room(event["conversation_id"]))
-            for client in viewers:
-                client.push(frame)
 
     @staticmethod
     def _push_badge(state: UserState, conversation_id: int) -> None:
