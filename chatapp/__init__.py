@@ -63,6 +63,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
     from . import admin, assets, auth, chat, cli, health, metrics, realtime, rooms, uploads
     from . import admin_rooms  # noqa: F401 - adds the rooms pages to the admin blueprint
+    from . import room_settings  # noqa: F401 - adds a room's settings to the rooms blueprint
     from .models import MAX_ID
     from .posting import new_client_id
     from .realtime import ws
