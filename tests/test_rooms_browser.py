@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import SHOTS, chat_server, chatters, expect, serious_axe_violations  # noqa: F401
+from test_browser import (  # noqa: F401
+    PHONE, SHOTS, chat_server, chatters, expect, no_horizontal_scroll, serious_axe_violations,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.databases("sqlite")]
 
@@ -85,6 +87,12 @@ def test_room_pages_have_no_serious_accessibility_violations(chatters):
     ann.live()
     page.screenshot(path=str(SHOTS / "room-desktop-light.png"))
     found["room"] = serious_axe_violations(page)
+    page.set_viewport_size(PHONE)  # the header's words fold into icons; nothing sticks out
+    no_horizontal_scroll(page)
+    expect(page.get_by_role("link", name="Room settings")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "room-phone-light.png"))
+    found["room on a phone"] = serious_axe_violations(page)
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.get_by_role("link", name="Room settings").click()
     found["room settings"] = serious_axe_violations(page)
     page.screenshot(path=str(SHOTS / "room-settings-desktop-light.png"))
