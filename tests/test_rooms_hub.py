@@ -43,13 +43,16 @@ def test_a_non_member_hears_nothing_of_a_room(hub, calls):  # noqa: F811
     assert texts(outsider) == [] and hub.users[9].unread == {} and 9 not in calls.sidebars
 
 
-def test_removal_closes_only_that_persons_sockets_on_that_room(hub, calls):  # noqa: F811
+def test_removal_closes_only_that_persons_sockets_on_that_room(app, hub, calls):  # noqa: F811
     removed_here, removed_elsewhere = connect(hub, 2, LEADS), connect(hub, 2, ROOM)
     staying = connect(hub, 3, LEADS)
     hub.users[2].unread[LEADS] = 4
-    hub.deliver({"type": "members_changed", "conversation_id": LEADS, "people": [2],
-                 "removed": [2]})
+    with app.test_request_context("/"):  # as every delivery runs (the goodbye has a link)
+        hub.deliver({"type": "members_changed", "conversation_id": LEADS, "people": [2],
+                     "removed": [2]})
     assert removed_here.closing and removed_here.ws.ws.close_codes == [POLICY_VIOLATION]
+    assert "You are no longer in this room." in texts(removed_here)[-1]
+    assert texts(staying) == [] and texts(removed_elsewhere) == ["<sidebar>"]
     assert not removed_elsewhere.closing and not staying.closing
     assert LEADS not in hub.users[2].unread
     assert calls.sidebars == [2]  # the other tab's sidebar loses the room

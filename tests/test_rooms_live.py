@@ -158,6 +158,7 @@ def test_removal_closes_the_removed_persons_socket_on_another_worker(
     started = time.monotonic()
     assert wait_close(in_room) == 1008
     assert time.monotonic() - started < 5
+    assert "You are no longer in this room." in in_room.frames[-1]  # said before closing
     elsewhere.wait_for(lambda f: SIDEBAR in f and ">Leads<" not in f)
     # From now on: 404 on every worker, and no push of the room reaches him.
     assert handshake_status(ben_two, room) == 404 and handshake_status(ben, room) == 404

@@ -7,9 +7,23 @@ _push_badge.
 
 from __future__ import annotations
 
+from flask import render_template
+
 from .. import notify
 from .client import Client
 from .frames import POLICY_VIOLATION, Frame
+
+
+def _say_goodbye(pages: list[Client], text: str) -> None:
+    """Tell these pages why they stop (in place of the composer), then close their sockets
+    (the next handshake gets 404). Best effort: a page whose socket is backed up gets
+    only the close."""
+    if not pages:
+        return
+    notice = Frame(render_template("pushes/conversation_gone.html", text=text))
+    for client in pages:
+        client.push(notice)
+        client.close(POLICY_VIOLATION, "Not a member of this conversation")
 
 
 class RoomEvents:
@@ -22,9 +36,8 @@ class RoomEvents:
         conversation_id = event["conversation_id"]
         gone = set(event.get("removed", ()))
         for user_id in gone:
-            for client in self.clients_of(user_id):
-                if client.conversation_id == conversation_id:
-                    client.close(POLICY_VIOLATION, "Not a member of this conversation")
+            pages = [c for c in self.clients_of(user_id) if c.conversation_id == conversation_id]
+            _say_goodbye(pages, "You are no longer in this room.")
             with self._lock:
                 state = self.users.get(user_id)
                 if state is not None:
@@ -44,8 +57,7 @@ class RoomEvents:
 
     def _on_room_deleted(self, event: dict) -> None:
         # Deleted by an administrator: its pages close (their handshake gets 404 now).
-        for client in self._viewers(event["conversation_id"]):
-            client.close(POLICY_VIOLATION, "Conversation deleted")
+        _say_goodbye(self._viewers(event["conversation_id"]), "This room was deleted.")
         for user_id in event.get("member_ids", ()):
             with self._lock:
                 state = self.users.get(user_id)
