@@ -138,6 +138,11 @@ def test_a_members_only_room_is_404_for_everyone_else(app, world):
         assert not conversation.is_member(User.by_username("cat"))
         readable = set(db.session.scalars(Conversation.readable_ids(User.by_username("cat").id)))
         assert room not in readable and Conversation.public_room().id in readable
+        # As search will use it: messages of the readable conversations only.
+        for name, sees in (("cat", False), ("ben", True)):
+            found = db.session.scalars(select(Message.id).where(Message.conversation_id.in_(
+                Conversation.readable_ids(User.by_username(name).id)))).all()
+            assert (message_id in found) is sees, name
     assert "ann added ben" in ben.get(f"/c/{room}").get_data(as_text=True)
     for path in (f"/c/{room}", f"/c/{room}/messages?before={message_id + 1}",
                  f"/images/{image_id}", f"/images/{image_id}/thumb", f"/c/{room}/settings"):
