@@ -61,10 +61,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, assets, auth, chat, cli, health, metrics, realtime, rooms, uploads
+    from . import admin, assets, auth, chat, cli, health, messages, metrics, realtime, rooms
+    from . import search, storage, uploads
     from . import admin_rooms  # noqa: F401 - adds the rooms pages to the admin blueprint
     from . import room_settings  # noqa: F401 - adds a room's settings to the rooms blueprint
-    from .models import MAX_ID
+    from .models import MAX_ID, Reaction
     from .posting import new_client_id
     from .realtime import ws
 
@@ -77,6 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.url_map.converters["int"] = IdConverter
     from .extensions import csrf, db, limiter, login_manager, migrate, sock
+    from . import search_index  # keeps the search index in step with messages
     from .database import configure_engine
 
     db.init_app(app)
@@ -84,7 +86,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         configure_engine(db.engine)
     migrate.init_app(
         app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"),
-        render_as_batch=True,
+        render_as_batch=True, include_object=search_index.schema_object,
     )
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -97,9 +99,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(rooms.bp)
+    app.register_blueprint(messages.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(search.bp)
     realtime.init_app(app)
     app.register_blueprint(ws.bp)
+    storage.init_app(app)  # refuses to start with a bucket that refuses our credentials
     uploads.init_app(app)
     cli.init_app(app)
     assets.init_app(app)
@@ -110,6 +115,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _register_error_pages(app)
     app.jinja_env.globals["dom_id"] = dom_id
     app.jinja_env.globals["new_client_id"] = new_client_id
+    app.jinja_env.globals["reactions_for"] = lambda ms: Reaction.summary(m.id for m in ms)
     app.jinja_env.filters["hash_hue"] = hash_hue
 
     @app.before_request

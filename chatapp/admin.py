@@ -17,6 +17,7 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
+from . import posting
 from .admin_search import MessageSearchForm, conversation_labels, like_anywhere, search_messages
 from .models import AuditEntry, Conversation, Image, Message, User, db, utcnow
 from .realtime import events
@@ -121,11 +122,11 @@ def conversation(conversation_id: int):
 def delete_message(message_id: int):
     """Hide a message everywhere; open pages lose it at once."""
     message = db.session.get(Message, message_id) or abort(404)
-    if message.soft_delete():
+    if message.deleted_at is None:
+        # Recorded in the same transaction the one road commits, then announced.
         AuditEntry.record(current_user, "delete_message", conversation_id=message.conversation_id,
                           target_user_id=message.author_id, detail=f"message {message.id}")
-        db.session.commit()
-        events.message_deleted(message)  # after the commit: nobody hears of an unsaved change
+        posting.delete(message, current_user, moderator=True)
         flash(f"Deleted the message from {message.author.username}.")
     else:
         flash("That message was already deleted.")

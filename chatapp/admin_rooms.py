@@ -12,12 +12,11 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import delete, func, select, update
 
-from . import posting
+from . import posting, storage
 from .admin import bp
-from .models import AuditEntry, Conversation, Image, Membership, Message, db
+from .models import AuditEntry, Conversation, Image, Membership, Mention, Message, Reaction, db
 from .models.conversations import ROOM_PREFIX
 from .realtime import events
-from .retention import _remove as remove_files
 from .rooms import Invalid, room_name
 
 log = logging.getLogger(__name__)
@@ -84,18 +83,21 @@ def delete_room(conversation_id: int):
     # Older audit entries keep their record of the room by name, not by a dangling id.
     db.session.execute(update(AuditEntry).where(AuditEntry.conversation_id == room.id)
                        .values(conversation_id=None))
+    in_room = select(Message.id).where(Message.conversation_id == room.id)
+    db.session.execute(delete(Reaction).where(Reaction.message_id.in_(in_room)))
+    db.session.execute(delete(Mention).where(Mention.conversation_id == room.id))
     db.session.execute(delete(Message).where(Message.conversation_id == room.id))
     if image_ids:
         db.session.execute(delete(Image).where(Image.id.in_(image_ids)))
     db.session.execute(delete(Membership).where(Membership.conversation_id == room.id))
     db.session.delete(room)
+    # The files go once this commits: a crash between leaves unused files (`flask storage
+    # sweep`), never a message without its image.
+    storage.delete_after_commit(*(key for row in files for key in row))
     AuditEntry.record(current_user, "delete_room",
                       detail=f"room {name} (id {conversation_id}): {messages} messages, "
                              f"{len(image_ids)} images")
     db.session.commit()
-    # Files after the commit: a crash between leaves unused files, never a broken message.
-    for path, thumb_path in files:
-        remove_files(path, thumb_path)
     events.room_deleted(conversation_id, members)
     flash(f"Deleted the room {name}, its {messages} messages and {len(image_ids)} images.")
     return redirect(url_for("admin.rooms"), 303)

@@ -2,9 +2,9 @@
 manifest (version, migration head, row counts, SHA-256 of every file). restore.py puts
 one back.
 
-The database is copied first, the uploads after it: an image's files are written before
-its message commits, so every image in the copy finds its files in the archive (files
-uploaded after the copy are harmless extras).
+The database is copied first, the uploads (from a folder or a bucket, storage.py) after
+it: an image's files are written before its message commits, so every image in the copy
+finds its files in the archive (files uploaded after the copy are harmless extras).
 """
 
 from __future__ import annotations
@@ -132,8 +132,12 @@ def _dump_postgres(url, target: Path) -> tuple[str | None, dict[str, int]]:
     return facts
 
 
-def create(database_url: str, upload_dir: str, path: Path) -> dict:
-    """Write a backup archive to path (which must not exist yet); return its manifest."""
+def create(database_url: str, store, path: Path) -> dict:
+    """Write a backup archive to path (which must not exist yet); return its manifest.
+
+    store: the image store (storage.py), or an upload folder's path.
+    """
+    store = as_store(store)
     path = Path(path)
     if path.exists():
         raise BackupError(f"{path} already exists. Choose a new file name.")
@@ -153,13 +157,8 @@ def create(database_url: str, upload_dir: str, path: Path) -> dict:
             database = Path(staging) / name
             files[name] = {"sha256": _sha256(database), "size": database.stat().st_size}
             tar.add(database, arcname=name, recursive=False)
-            root = Path(upload_dir)
-            for file in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-                try:
-                    data = file.read_bytes()  # images are bounded by CHATAPP_MAX_UPLOAD_BYTES
-                except FileNotFoundError:  # removed since the listing
-                    continue
-                arcname = f"{UPLOADS}/{file.relative_to(root).as_posix()}"
+            for key, data in _stored_files(store):
+                arcname = f"{UPLOADS}/{key}"
                 files[arcname] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
                 _add_bytes(tar, arcname, data)
             manifest = {
@@ -175,6 +174,27 @@ def create(database_url: str, upload_dir: str, path: Path) -> dict:
         # Moved into place only when complete: a failed backup leaves no half archive.
         os.replace(partial, path)
     return manifest
+
+
+def as_store(store):
+    """A storage.Storage, given one or the path of an upload folder."""
+    from .storage import LocalStorage, Storage
+
+    return store if isinstance(store, Storage) else LocalStorage(str(store))
+
+
+def _stored_files(store):
+    """(key, bytes) of every stored image file, from a folder or a bucket alike."""
+    from .storage import StorageUnavailable
+
+    try:
+        for entry in store.list():
+            try:
+                yield entry.key, store.get(entry.key)  # bounded by CHATAPP_MAX_UPLOAD_BYTES
+            except FileNotFoundError:  # removed since the listing
+                continue
+    except StorageUnavailable as exc:
+        raise BackupError(f"The images cannot be read from the {store!r}: {exc}. Nothing was written.")
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

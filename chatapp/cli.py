@@ -51,11 +51,11 @@ def create_admin(username: str) -> None:
 @with_appcontext
 def backup_command(path: Path) -> None:
     """Write the database and uploads to PATH (a new .tar.gz), safe while chatapp runs."""
-    from . import backup
+    from . import backup, storage
 
     config = current_app.config
     try:
-        manifest = backup.create(config["SQLALCHEMY_DATABASE_URI"], config["UPLOAD_DIR"], path)
+        manifest = backup.create(config["SQLALCHEMY_DATABASE_URI"], storage.current(), path)
     except backup.BackupError as exc:
         raise click.ClickException(str(exc))
     counts = manifest["counts"]
@@ -77,7 +77,7 @@ def restore_command(path: Path, force: bool) -> None:
     """
     from flask_migrate import upgrade
 
-    from . import backup, restore
+    from . import backup, restore, storage
     from .extensions import db
 
     config = current_app.config
@@ -85,7 +85,7 @@ def restore_command(path: Path, force: bool) -> None:
     migrations = current_app.extensions["migrate"].directory
     db.engine.dispose()  # no connection of ours may hold the old database open
     try:
-        manifest = restore.restore(url, config["UPLOAD_DIR"], path, migrations, force=force)
+        manifest = restore.restore(url, storage.current(), path, migrations, force=force)
         restore.verify(url, manifest)
     except backup.BackupError as exc:
         raise click.ClickException(str(exc))
@@ -122,3 +122,6 @@ def init_app(app) -> None:
     app.cli.add_command(backup_command)
     app.cli.add_command(restore_command)
     app.cli.add_command(prune_command)
+    from . import storage_cli
+
+    storage_cli.init_app(app)

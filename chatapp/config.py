@@ -76,6 +76,15 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
         "UPLOAD_DIR": os.environ.get("CHATAPP_UPLOAD_DIR")
         or str(Path(root_path).parent / "uploads"),
+        # Where image files live: local (UPLOAD_DIR) or s3 (docs/deployment.md).
+        "STORAGE": (os.environ.get("CHATAPP_STORAGE") or "local").strip().lower(),
+        # While moving between backends: the old one, read for what is not copied yet.
+        "STORAGE_FALLBACK": (os.environ.get("CHATAPP_STORAGE_FALLBACK") or "").strip().lower(),
+        "S3_BUCKET": os.environ.get("CHATAPP_S3_BUCKET") or None,
+        "S3_ENDPOINT_URL": os.environ.get("CHATAPP_S3_ENDPOINT_URL") or None,
+        "S3_REGION": os.environ.get("CHATAPP_S3_REGION") or None,
+        "S3_PREFIX": os.environ.get("CHATAPP_S3_PREFIX") or "",
+        "S3_TIMEOUT": float(os.environ.get("CHATAPP_S3_TIMEOUT") or 5),
         "ALLOWED_ORIGINS": [o.strip().rstrip("/") for o in origins.split(",") if o.strip()],
         "SESSION_COOKIE_SECURE": _flag("CHATAPP_SECURE_COOKIES"),
         "REMEMBER_COOKIE_SECURE": _flag("CHATAPP_SECURE_COOKIES"),
@@ -91,6 +100,7 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "MAX_MESSAGE_CHARS": 4000,
         "MAX_FRAME_BYTES": _int("CHATAPP_MAX_FRAME_BYTES", 32 * 1024),
         "MESSAGE_RATE": os.environ.get("CHATAPP_MESSAGE_RATE", "10/5second"),
+        "SEARCH_RATE": os.environ.get("CHATAPP_SEARCH_RATE", "60/minute"),
         # Refused frames cost a render, a push and a log line each: a socket that keeps
         # sending them (a script, not a person) is closed with 1008 past this rate.
         "REFUSAL_RATE": os.environ.get("CHATAPP_REFUSAL_RATE", "20/10second"),
@@ -103,6 +113,8 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
         "MAX_SOCKETS_PER_USER": _int("CHATAPP_MAX_SOCKETS_PER_USER", 30),
         "HISTORY_PAGE_SIZE": 50,
+        # Seconds after sending during which an author may edit a message (0: never).
+        "EDIT_WINDOW": _int("CHATAPP_EDIT_WINDOW", 15 * 60),
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
         # Messages older than this many days are deleted by `flask prune` (0: kept forever).

@@ -16,10 +16,7 @@ LEVELS = {EVERY: "Every message", MENTIONS: "Mentions only", NOTHING: "Nothing"}
 
 def counts(level: str, user_id: int, event: dict) -> bool:
     """Whether a pushed message (its message_created event) counts as unread for a member.
-
-    MENTIONS HOOK: an event lists the mentioned people in "mention_ids" (once messages
-    have mentions); until then a "Mentions only" member counts nothing.
-    """
+    The event lists the people the message mentions in "mention_ids"."""
     if level == NOTHING:
         return False
     if level == MENTIONS:
@@ -30,6 +27,10 @@ def counts(level: str, user_id: int, event: dict) -> bool:
 def counted_clause(membership, message):
     """The SQL condition, on a membership row and a message row, that the message counts
     toward that member's unread count (the same rule as counts())."""
-    # MENTIONS HOOK: "or_(..., and_(membership.notify == MENTIONS, <message mentions
-    # membership.user_id>))" once messages have mentions.
-    return membership.notify == EVERY
+    from sqlalchemy import and_, exists, or_
+
+    from .models import Mention
+
+    mentioned = exists().where(Mention.message_id == message.id,
+                               Mention.user_id == membership.user_id)
+    return or_(membership.notify == EVERY, and_(membership.notify == MENTIONS, mentioned))

@@ -1,18 +1,22 @@
 """One road for changing messages: check, store, render once, commit, then publish.
 
-The socket route (realtime/ws.py) and the image upload (uploads.py) only translate
-their input and call this module; later verbs (edit, delete, react) join it.
+The socket route (realtime/ws.py), the image upload (uploads.py), the message actions
+(messages.py) and the admin console only translate their input and call this module:
+post, edit, delete and react each check, store, render the push once for every viewer,
+commit, and only then publish the event.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from flask import current_app, render_template
+from sqlalchemy import select
 
-from . import metrics, ratelimit
+from . import formatting, metrics, ratelimit, storage
 from .extensions import db
-from .models import Conversation, Image, Message, User
+from .models import REACTIONS, Conversation, Image, Mention, Message, Reaction, User, utcnow
 from .realtime.current import get
 from .text import blank, encodable
 
@@ -99,11 +103,14 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     message and whether it is new (False: a resend of one already stored).
     """
     message, created = Message.post(conversation, author, body, client_id, image, system)
-    event = message_event(message) if created else None
+    event = None
+    if created:
+        mentioned = render_body(message)
+        event = message_event(message)
+        event["mention_ids"] = mentioned  # rooms' "Mentions only" counts these too
     db.session.commit()
     if event is not None:
-        metrics.published(event)  # counts it, and stamps the time for the backplane lag
-        get().backplane.publish(event)  # to every process's hub, this one included
+        publish(event)
     return message, created
 
 
@@ -116,12 +123,6 @@ def stage_system(conversation: Conversation, actor: User, text: str) -> dict:
     """
     message, _ = Message.post(conversation, actor, text, new_client_id(), system=True)
     return message_event(message)
-
-
-def publish(event: dict) -> None:
-    """Announce a message event built before the commit (after the commit)."""
-    metrics.published(event)
-    get().backplane.publish(event)
 
 
 def message_event(message) -> dict:
@@ -138,8 +139,141 @@ def message_event(message) -> dict:
         "author_id": message.author_id,
         "member_ids": conversation.member_ids(),
         "system": message.system,
-        "html": render_template("pushes/message_created.html", message=message),
+        # A new message has no reactions yet: no query to find that out.
+        "html": render_template("pushes/message_created.html", message=message, reactions=[]),
     }
+
+
+def mentionable(conversation: Conversation, names) -> dict[str, tuple[str, int]]:
+    """Of these lower-case names, the active members of the conversation: key -> (name, id)."""
+    if not names:
+        return {}
+    query = select(User.username_key, User.username, User.id).where(
+        User.username_key.in_(sorted(names)), User.active.is_(True))
+    members = conversation.member_ids()  # None: the public room, everyone is a member
+    if members is not None:
+        query = query.where(User.id.in_(members))
+    return {key: (name, user_id) for key, name, user_id in db.session.execute(query)}
+
+
+def render_body(message: Message, replace: bool = False) -> list[int]:
+    """Render the message's text once (Message.body_html) and store whom it mentions.
+
+    Returns the ids of the mentioned members other than the author. Only text with an
+    "@" costs a query.
+    """
+    people = mentionable(message.conversation, formatting.candidates(message.body))
+    html, named = formatting.render(message.body, {k: name for k, (name, _) in people.items()})
+    message.body_html = html
+    mentioned = sorted({people[k][1] for k in named} - {message.author_id})
+    if mentioned or replace:
+        Mention.record(message, mentioned, replace=replace)
+    return mentioned
+
+
+def _own(message: Message | None, user: User) -> Message:
+    """The message if this user wrote it and it is shown; otherwise a 404 (as if absent)."""
+    if message is None or message.deleted_at is not None or message.author_id != user.id:
+        raise Refusal("That message is not there, or it is not yours.", 404)
+    return message
+
+
+def edit(message: Message | None, user: User, body: str) -> Message:
+    """Replace the text of one's own message within the edit window, then tell every viewer."""
+    message = _own(message, user)
+    window = current_app.config["EDIT_WINDOW"]
+    if utcnow() - message.created_at > timedelta(seconds=window):
+        minutes = max(1, window // 60)
+        raise Refusal(f"Messages can be edited for {minutes} minutes after sending; "
+                      "this one can no longer be changed. Delete it and send a new one.", 403)
+    if message.image is not None:
+        body = caption_text(body)
+    else:
+        body = message_text(body)
+    check_rate(user.id)
+    if body != message.body:
+        before = set(Mention.of(message.id))
+        message.body = body
+        message.edited_at = utcnow()
+        after = set(render_body(message, replace=True))
+        event = {
+            "type": "message_edited",
+            "conversation_id": message.conversation_id,
+            "message_id": message.id,
+            "member_ids": message.conversation.member_ids(),
+            "html": render_template("pushes/message_edited.html", message=message),
+            # Whose mention badges may change: those the edit named or stopped naming.
+            "mentions_changed": sorted(before ^ after),
+        }
+        db.session.commit()
+        publish(event)
+    return message
+
+
+def delete(message: Message | None, user: User, moderator: bool = False) -> Message:
+    """Hide one's own message (or, as a moderator, anyone's) for every viewer.
+
+    The push removes the message and its day separator if it was the day's only
+    message, and re-renders the message after it, whose group may now start there. The
+    author's deletion removes the image files too; a moderator's keeps them for the
+    audit (the admin console can still show them).
+    """
+    if moderator:
+        if message is None or message.deleted_at is not None:
+            raise Refusal("That message was already deleted.", 404)
+    else:
+        message = _own(message, user)
+    previous = message.previous()
+    following = message.following()
+    html = render_template("pushes/message_deleted.html", message=message, previous=previous,
+                           following=following)
+    message.soft_delete()
+    event = message_deleted_event(message, html)
+    if message.image is not None and not moderator:
+        storage.delete_image_files(message.image)  # the files go once the deletion commits
+    db.session.commit()
+    publish(event)
+    return message
+
+
+def message_deleted_event(message: Message, html: str | None = None) -> dict:
+    """The event removing a message from every open page (html: the push, rendered once)."""
+    return {
+        "type": "message_deleted",
+        "conversation_id": message.conversation_id,
+        "message_id": message.id,
+        "html": html,
+    }
+
+
+def react(message: Message | None, user: User, emoji: str) -> bool:
+    """Add one's emoji to a shown message, or take it back; every viewer sees the counts.
+
+    The caller has checked that the user may see the message's conversation.
+    """
+    if message is None or message.deleted_at is not None:
+        raise Refusal("That message is not there.", 404)
+    if emoji not in REACTIONS:
+        raise Refusal("Pick one of the reactions offered.")
+    check_rate(user.id)
+    added = Reaction.toggle(message, user, emoji)
+    event = {
+        "type": "message_reacted",
+        "conversation_id": message.conversation_id,
+        "message_id": message.id,
+        "member_ids": message.conversation.member_ids(),
+        "html": render_template("pushes/message_reacted.html", message=message,
+                                reactions=Reaction.summary([message.id]).get(message.id, [])),
+    }
+    db.session.commit()
+    publish(event)
+    return added
+
+
+def publish(event: dict) -> None:
+    """Send an event to every process's hub (this one included), after the commit."""
+    metrics.published(event)  # counts it, and stamps the time for the backplane lag
+    get().backplane.publish(event)
 
 
 def acknowledgement(conversation_id: int) -> str:

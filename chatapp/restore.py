@@ -1,5 +1,5 @@
 """Restores: check a backup archive (backup.py) against its manifest, then put its database
-and uploads in place of this instance's.
+and uploads (into a folder or a bucket, storage.py) in place of this instance's.
 
 Every file is unpacked and checked in a staging folder before the instance is touched.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import tarfile
@@ -22,8 +21,9 @@ from sqlalchemy.engine import make_url
 
 from .backup import (
     CHUNK, FORMAT, MANIFEST, POSTGRES_FILE, SQLITE_FILE, UPLOADS, BackupError, _facts, _libpq,
-    _need,
+    _need, as_store,
 )
+from .storage import LocalStorage, StorageUnavailable, content_type_of
 
 
 def _known_revision(head: str | None, migrations: str) -> bool:
@@ -98,10 +98,13 @@ def _check_name(member: tarfile.TarInfo) -> None:
         raise BackupError(f"The archive holds {member.name!r}, which a chatapp backup never does.")
 
 
-def _is_empty(database_url: str, upload_dir: str) -> bool:
+def _is_empty(database_url: str, store) -> bool:
     """Whether an instance holds nothing yet: no accounts and no uploaded files."""
-    if any(p.is_file() for p in Path(upload_dir).rglob("*")):
-        return False
+    try:
+        if next(iter(store.list()), None) is not None:
+            return False
+    except StorageUnavailable as exc:
+        raise BackupError(f"The {store!r} cannot be read ({exc}); nothing was restored.")
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and not os.path.exists(url.database or ""):
         return True
@@ -115,20 +118,29 @@ def _is_empty(database_url: str, upload_dir: str) -> bool:
         engine.dispose()
 
 
-def restore(database_url: str, upload_dir: str, archive: Path, migrations: str,
+def restore(database_url: str, store, archive: Path, migrations: str,
             force: bool = False) -> dict:
-    """Restore a backup into this instance (refusing a non-empty one unless force)."""
+    """Restore a backup into this instance (refusing a non-empty one unless force).
+
+    store: the image store (storage.py), or an upload folder's path.
+    """
+    store = as_store(store)
     archive = Path(archive)
     if not archive.is_file():
         raise BackupError(f"There is no file {archive}.")
     url = make_url(database_url)
     engine_name = "sqlite" if url.get_backend_name() == "sqlite" else "postgresql"
-    if not force and not _is_empty(database_url, upload_dir):
+    if not force and not _is_empty(database_url, store):
         raise BackupError(
             "This instance already holds accounts or images. Restore into an empty one, or "
             "pass --force to replace everything in it with the backup."
         )
-    base = Path(url.database).parent if engine_name == "sqlite" else Path(upload_dir).parent
+    if engine_name == "sqlite":
+        base = Path(url.database).parent
+    elif isinstance(store, LocalStorage):
+        base = Path(store.root).parent
+    else:
+        base = Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".chatapp-restore-", dir=base) as tmp:
         staging = Path(tmp)
@@ -142,7 +154,7 @@ def restore(database_url: str, upload_dir: str, archive: Path, migrations: str,
             _restore_sqlite(staging / SQLITE_FILE, url.database)
         else:
             _restore_postgres(staging / POSTGRES_FILE, url)
-        _restore_uploads(staging / UPLOADS, Path(upload_dir))
+        _restore_uploads(staging / UPLOADS, store)
     return manifest
 
 
@@ -171,20 +183,31 @@ def _restore_postgres(dump: Path, url) -> None:
         raise BackupError(f"pg_restore failed: {done.stderr.strip()}")
 
 
-def _restore_uploads(source: Path, target: Path) -> None:
-    """Make the upload folder hold exactly the backup's files."""
-    target.mkdir(parents=True, exist_ok=True)
-    for old in sorted(target.rglob("*"), reverse=True):
-        if old.is_file() or old.is_symlink():
-            old.unlink()
-        elif old.is_dir():
-            old.rmdir()
-    if source.is_dir():
-        for file in source.rglob("*"):
-            if file.is_file():
-                dest = target / file.relative_to(source)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(file, dest)
+def _restore_uploads(source: Path, store) -> None:
+    """Make the store (folder or bucket) hold exactly the backup's files."""
+    try:
+        for old in list(store.list()):
+            store.delete(old.key)
+        if isinstance(store, LocalStorage):
+            _remove_empty_folders(Path(store.root))
+        if source.is_dir():
+            for file in sorted(source.rglob("*")):
+                if file.is_file():
+                    store.put(file.relative_to(source).as_posix(), file.read_bytes(),
+                              content_type_of(file.name))
+    except StorageUnavailable as exc:
+        raise BackupError(
+            f"The database was restored but the images could not be written to the {store!r} "
+            f"({exc}). Run the restore again with --force once the store answers."
+        )
+
+
+def _remove_empty_folders(root: Path) -> None:
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def verify(database_url: str, manifest: dict) -> None:

@@ -8,14 +8,13 @@ greenlet in a worker competing with sockets for the event loop.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import delete, select
 
+from . import storage
 from .extensions import db
-from .models import Image, Message, utcnow
+from .models import Image, Mention, Message, Reaction, utcnow
 
 audit_log = logging.getLogger("chatapp.audit")
 BATCH = 500  # rows per transaction: a large first prune never holds a long write lock
@@ -41,14 +40,15 @@ def prune(days: int) -> tuple[int, int]:
         files = db.session.execute(
             select(Image.path, Image.thumb_path).where(Image.id.in_(image_ids))
         ).all() if image_ids else []
+        for dependent in (Mention, Reaction):  # SQLite may not enforce ON DELETE CASCADE
+            db.session.execute(delete(dependent).where(dependent.message_id.in_(message_ids)))
         db.session.execute(delete(Message).where(Message.id.in_(message_ids)))
         if image_ids:
             db.session.execute(delete(Image).where(Image.id.in_(image_ids)))
         db.session.commit()
         # Files go after the commit: a crash between leaves unused files, never a
         # message whose image is missing.
-        for path, thumb_path in files:
-            _remove(path, thumb_path)
+        storage.delete_files(*(key for pair in files for key in pair))
         messages += len(message_ids)
         images += len(image_ids)
     # The audit table records an administrator's actions (it needs an actor); this is the
@@ -60,16 +60,3 @@ def prune(days: int) -> tuple[int, int]:
                "cutoff": cutoff.isoformat(timespec="seconds")},
     )
     return messages, images
-
-
-def _remove(*paths: str) -> None:
-    """Delete an image's stored files (its thumbnail may be the same file)."""
-    root = os.path.realpath(current_app.config["UPLOAD_DIR"])
-    for rel in set(paths):
-        full = os.path.realpath(os.path.join(root, rel))
-        if not full.startswith(root + os.sep):  # stored names are ours, but be sure
-            continue
-        try:
-            os.unlink(full)
-        except FileNotFoundError:
-            pass

@@ -6,15 +6,13 @@ A plain module, not a blueprint: chat, admin, auth and the socket route all use 
 from __future__ import annotations
 
 import logging
-import os
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, request, send_file, url_for
+from flask import abort, current_app, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
-from werkzeug.security import safe_join
 
-from .models import MAX_ID, Conversation, Image, Membership, User, db
+from .models import MAX_ID, Conversation, Image, Membership, User, db, unread_mentions
 from .models.conversations import ROOM_PREFIX
 
 log = logging.getLogger(__name__)
@@ -65,9 +63,13 @@ def sidebar_context(
     """
     room = Conversation.public_room()
     unread = dict(unread) if unread is not None else Membership.unread_counts(user.id)
+    # Mentions come from the database even for a push: they are rare, and a pointer saved
+    # a moment late only keeps a badge a moment longer.
+    mentions = unread_mentions(user.id)
     if current is not None:
         # The conversation on screen is being read (its pointer may be saved a moment later).
         unread.pop(current.id, None)
+        mentions.pop(current.id, None)
     chats = _private_chats(user)
     rooms = _rooms_of(user)
     chatted = {peer.id for _, peer in chats}
@@ -86,6 +88,8 @@ def sidebar_context(
         "people": people,
         "unread": unread,
         "total_unread": sum(unread.values()),
+        "mentions": mentions,
+        "total_mentions": sum(mentions.values()),
         "current": current,
         "user": user,
     }
@@ -138,23 +142,49 @@ def _private_chats(user: User) -> list[tuple[Conversation, User]]:
 
 
 def send_image(image: Image, thumbnail: bool):
-    """The stored file of an image, for a caller that has checked who may see it."""
-    full = safe_join(current_app.config["UPLOAD_DIR"], image.thumb_path if thumbnail else image.path)
-    if full is None or not os.path.isfile(full):
+    """The stored file of an image, for a caller that has checked who may see it.
+
+    Streamed from the store (a folder or a bucket) through the app, with the headers the
+    app decides: the bucket stays private and never meets a browser (docs/deployment.md).
+    """
+    from . import storage
+
+    key = image.thumb_path if thumbnail else image.path
+    try:
+        stored = storage.current().stream(key)
+    except (FileNotFoundError, ValueError):
         log.warning("image %s is missing its file", image.id)
         abort(404)
-    extension = full.rsplit(".", 1)[-1]
-    response = send_file(
-        full,
-        mimetype=image.content_type,
-        conditional=True,
-        etag=True,
-        download_name=f"image-{image.id}{'-thumb' if thumbnail else ''}.{extension}",
+    except (storage.StorageUnavailable, OSError) as exc:
+        log.error("image %s cannot be read from the store: %s", image.id, exc)
+        return storage_unavailable()
+    extension = key.rsplit(".", 1)[-1]
+    response = current_app.response_class(
+        stored.chunks, mimetype=image.content_type, direct_passthrough=True
     )
+    response.call_on_close(stored.close)
+    response.content_length = stored.size
+    response.set_etag(stored.etag)
+    response.last_modified = stored.modified
+    name = f"image-{image.id}{'-thumb' if thumbnail else ''}.{extension}"
+    response.headers["Content-Disposition"] = f"inline; filename={name}"
     # Private content: browsers may keep it, shared caches may not.
     response.headers["Cache-Control"] = "private, max-age=86400"
     response.headers["X-Content-Type-Options"] = "nosniff"
     # Even if a browser rendered the file as a document, it could run nothing.
     response.headers["Content-Security-Policy"] = IMAGE_CSP
     response.vary.add("Cookie")
+    response = response.make_conditional(request)
+    if response.status_code == 304:
+        stored.close()  # nothing of the body is sent
+    return response
+
+
+def storage_unavailable():
+    """503 for an image whose store cannot be read right now (never a 500)."""
+    from flask import render_template
+
+    message = "Images cannot be loaded right now. Try again in a minute."
+    response = current_app.make_response((render_template("error.html", code=503, message=message), 503))
+    response.headers["Retry-After"] = "30"
     return response

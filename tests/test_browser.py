@@ -468,7 +468,7 @@ def test_an_image_sent_is_seen_on_the_other_side(chatters, tmp_path):
         person.page.wait_for_function(
             "img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle()
         )
-        full = article.get_by_role("link").get_attribute("href")
+        full = article.get_by_role("link", name="Image from alice").get_attribute("href")
         assert person.page.request.get(full).status == 200
     # The composer came back closed, ready for the next image.
     expect(alice.page.get_by_label("Caption")).to_be_hidden()

@@ -26,7 +26,7 @@ def test_notify_levels_decide_what_counts_in_memory(hub, calls):  # noqa: F811
     assert hub.users[2].unread == {LEADS: 2}
     assert hub.users[3].unread.get(LEADS, 0) == 0 and texts(quiet) == []
     assert hub.users[4].unread == {LEADS: 1}  # only the message that mentions them
-    assert "<title>(1) Public room · chatapp</title>" in texts(mentions)[-1]
+    assert "<title>(1) @1 Public room · chatapp</title>" in texts(mentions)[-1]  # and the mention
 
 
 def test_system_lines_are_shown_but_never_counted(hub):  # noqa: F811

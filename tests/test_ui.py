@@ -56,7 +56,7 @@ def test_one_day_separator_per_day_and_never_inside_a_group(two, client):
     after_midnight = post(two, "bob", "after midnight", T0.replace(hour=0, minute=1))
     post(two, "bob", "morning", T0)
     html = client.get("/").get_data(as_text=True)
-    days = re.findall(r'<h2 class="day-separator"><time datetime="([\d-]+)">([^<]+)</time>', html)
+    days = re.findall(r'<h2 class="day-separator"[^>]*><time datetime="([\d-]+)">([^<]+)</time>', html)
     assert days == [("2026-11-22", "Sunday 22 November 2026"), ("2026-11-23", "Monday 23 November 2026")]
     assert "message-continued" not in classes(html)[after_midnight]
 

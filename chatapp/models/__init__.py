@@ -16,9 +16,12 @@ from ..extensions import db
 from .base import GROUP_GAP, MAX_ID, PUBLIC_KEY, USERNAME_RE, utcnow
 from .conversations import Conversation, Membership
 from .messages import Image, Message
+from .reactions import REACTIONS, Mention, Reaction, recount_mentions, unread_mentions
+from .searches import RecentSearch
 from .users import AuditEntry, User, UserSession
 
 __all__ = [
     "GROUP_GAP", "MAX_ID", "PUBLIC_KEY", "USERNAME_RE", "AuditEntry", "Conversation",
-    "Image", "Membership", "Message", "User", "UserSession", "db", "utcnow",
+    "Image", "Membership", "Mention", "Message", "REACTIONS", "Reaction", "RecentSearch", "User",
+    "UserSession", "db", "recount_mentions", "unread_mentions", "utcnow",
 ]

@@ -53,6 +53,10 @@ class Message(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
     # A line the room itself says ("ann added ben"): shown, never counted as unread.
     system: Mapped[bool] = mapped_column(default=False, server_default=false())
+    edited_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The body as HTML (formatting.py): rendered once when stored or edited, never per
+    # viewer. NULL for rows stored before formatting existed: rendered when shown.
+    body_html: Mapped[str | None] = mapped_column(Text, default=None)
 
     author = relationship("User", lazy="joined")
     conversation = relationship("Conversation")
@@ -119,6 +123,13 @@ class Message(db.Model):
         rows = db.session.scalars(query.order_by(cls.id.desc()).limit(limit)).all()
         return list(reversed(rows))
 
+    @classmethod
+    def after(cls, conversation_id: int, limit: int, after_id: int) -> list[Message]:
+        """Up to `limit` shown messages newer than `after_id`, oldest first."""
+        query = select(cls).where(cls.conversation_id == conversation_id,
+                                  cls.deleted_at.is_(None), cls.id > after_id)
+        return list(db.session.scalars(query.order_by(cls.id).limit(limit)))
+
     def soft_delete(self) -> bool:
         """Hide this message everywhere (moderation); False if it was already hidden."""
         if self.deleted_at is not None:
@@ -135,6 +146,25 @@ class Message(db.Model):
         return db.session.execute(
             _statements().previous, {"conversation": self.conversation_id, "message": self.id}
         ).first()
+
+    def following(self):
+        """The shown message just after this one in its conversation, if any."""
+        return db.session.scalar(
+            select(Message)
+            .where(Message.conversation_id == self.conversation_id, Message.id > self.id,
+                   Message.deleted_at.is_(None))
+            .order_by(Message.id)
+            .limit(1)
+        )
+
+    @property
+    def html(self) -> str:
+        """The body as sanitized HTML: stored when sent; rendered now for older rows."""
+        if self.body_html is not None:
+            return self.body_html
+        from ..formatting import render  # formatting builds on the models' base
+
+        return render(self.body)[0]
 
     def continues(self, previous: Message | None) -> bool:
         """Tell whether this message joins the previous one's group (same author, soon after)."""

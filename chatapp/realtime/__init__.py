@@ -10,7 +10,7 @@ The socket route (ws.py) is a blueprint the app factory registers.
 import time
 
 from ..extensions import db
-from ..models import Membership
+from ..models import Membership, recount_mentions
 from . import events
 from .backplane import create_backplane
 from .reading import InlineReader
@@ -29,13 +29,20 @@ def _recount_unread(user_ids, conversation_id: int) -> dict[int, int]:
     return counts
 
 
+def _recount_mentions(user_ids, conversation_id: int) -> dict[int, int]:
+    """Unread mentions of one conversation for these users (after a deletion)."""
+    counts = recount_mentions(user_ids, conversation_id)
+    db.session.rollback()
+    return counts
+
+
 def init_app(app) -> Realtime:
     """Create this process's hub, backplane and read tracker."""
     # Each socket's handler reads it (Client.batches()): no reader thread per socket.
     app.config.setdefault("SOCK_SERVER_OPTIONS", {})["thread_class"] = InlineReader
     reads = ReadTracker(app, on_saved=events.reads_saved)
     hub = Hub(on_read=reads.mark, render_sidebars=render_sidebars, recount_unread=_recount_unread,
-              render_room=render_room)
+              render_room=render_room, recount_mentions=_recount_mentions)
     realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=reads)
     app.extensions[EXTENSION] = realtime
     return realtime

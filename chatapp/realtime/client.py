@@ -90,11 +90,14 @@ class SnapshotIds:
     where a set of them took ~4 KB. Newer messages are told apart by one comparison.
     """
 
-    __slots__ = ("_ids", "newest")
+    __slots__ = ("_ids", "newest", "oldest")
 
     def __init__(self, ids=()):
         self._ids = array("q", sorted(ids))
         self.newest = self._ids[-1] if self._ids else 0
+        # Changes to messages older than this are not sent: the page never loaded them
+        # through the socket (0: the snapshot was empty, so every message is newer).
+        self.oldest = self._ids[0] if self._ids else 0
 
     def __contains__(self, message_id) -> bool:
         if message_id > self.newest:

@@ -1,8 +1,9 @@
 """What happened, told to every process: built here, published only after the commit.
 
 This module builds events and hands them to the backplane; the hub (hub.py) delivers
-them to sockets. It runs no query and commits nothing. A new message's event is built
-and published by posting.py, the one road for messages.
+them to sockets. It runs no query and commits nothing. Every change to a message (new,
+edited, deleted, reacted to) is built and published by posting.py, the one road for
+messages; what is left here concerns people and their reading.
 """
 
 from __future__ import annotations
@@ -40,17 +41,6 @@ def reads_saved(batch: dict[tuple[int, int], int]) -> None:
                 "reads": [[u, c, m] for (u, c), m in batch.items()],
             }
         )
-
-
-def message_deleted(message) -> None:
-    """A moderator hid a message: every open page showing it removes it."""
-    publish(
-        {
-            "type": "message_deleted",
-            "conversation_id": message.conversation_id,
-            "message_id": message.id,
-        }
-    )
 
 
 def user_deactivated(user_id: int) -> None:

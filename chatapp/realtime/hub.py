@@ -35,10 +35,16 @@ class UserState:
     heads: set[int] = field(default_factory=set)
     # "Notify me" levels that are not the default, per conversation (notify.py).
     levels: dict[int, str] = field(default_factory=dict)
+    # Unread messages that mention the user, per conversation (a subset of `unread`).
+    mentions: dict[int, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.unread.values())
+
+    @property
+    def total_mentions(self) -> int:
+        return sum(self.mentions.values())
 
 
 class Hub(RoomEvents):
@@ -50,7 +56,8 @@ class Hub(RoomEvents):
     thousand sockets costs no database statement.
     """
 
-    def __init__(self, *, on_read, render_sidebars, recount_unread, render_room=None):
+    def __init__(self, *, on_read, render_sidebars, recount_unread, render_room=None,
+                 recount_mentions=None):
         """on_read(user_ids, conversation_id, message_id): these users saw a message
         (the read tracker saves it later). render_sidebars(user_id, clients, unread):
         push a fresh sidebar to these sockets of a user; returns the private chats as
@@ -64,6 +71,7 @@ class Hub(RoomEvents):
         self.render_sidebars = render_sidebars
         self.recount_unread = recount_unread
         self.render_room = render_room
+        self.recount_mentions = recount_mentions
         # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
         self.slots: dict[int, int] = {}
         # Sessions logged out lately (key -> when), for handshakes already past their check.
@@ -72,15 +80,17 @@ class Hub(RoomEvents):
     # -- who is connected --------------------------------------------------------------
 
     def attach(self, client: Client, load_state) -> UserState:
-        """Register a socket; load_state() gives (unread, watermark, levels) for a new user."""
+        """Register a socket; load_state() gives (unread, watermark, levels, mentions) for
+        a new user (levels and mentions may be left out: none)."""
         with self._lock:
             state = self.users.get(client.user_id)
         if state is None:
             unread, watermark, *rest = load_state()  # queries: done outside the lock
             levels = rest[0] if rest else {}
+            mentions = dict(rest[1]) if len(rest) > 1 else {}
             with self._lock:
                 state = self.users.setdefault(
-                    client.user_id, UserState(unread, watermark, levels=levels))
+                    client.user_id, UserState(unread, watermark, levels=levels, mentions=mentions))
         with self._lock:
             state.clients.add(client)
             self.by_conversation[client.conversation_id].add(client)
@@ -153,6 +163,7 @@ class Hub(RoomEvents):
         author_id = event["author_id"]
         members = event.get("member_ids")  # None: the public room, everyone is a member
         system = event.get("system", False)  # "ann added ben": shown, never counted
+        mentioned = event.get("mention_ids") or ()
         # One frame for every viewer: the same HTML, encoded once.
         frame = Frame(event["html"])
         sidebar_refresh = []
@@ -174,7 +185,10 @@ class Hub(RoomEvents):
                         and notify.counts(state.levels.get(conversation_id, notify.EVERY),
                                           user_id, event):
                     state.unread[conversation_id] = state.unread.get(conversation_id, 0) + 1
-                    if members is None or conversation_id in state.heads:
+                    if user_id in mentioned:
+                        state.mentions[conversation_id] = state.mentions.get(conversation_id, 0) + 1
+                    if members is None or conversation_id in state.heads \
+                            or user_id in mentioned:
                         self._push_badge(state, conversation_id)
                 if members is not None and conversation_id not in state.heads:
                     sidebar_refresh.append(user_id)
@@ -215,28 +229,69 @@ class Hub(RoomEvents):
         """A user has read a conversation: its badge clears in each of their tabs here."""
         with self._lock:
             state = self.users.get(user_id)
-            if state is None or not state.unread.get(conversation_id):
+            if state is None or not (state.unread.get(conversation_id)
+                                     or state.mentions.get(conversation_id)):
                 return
             state.unread[conversation_id] = 0
+            state.mentions[conversation_id] = 0
             self._push_badge(state, conversation_id)
 
-    def _on_message_deleted(self, event: dict) -> None:
-        # Moderation: whoever has the conversation open loses the message at once.
-        frame = render_template("pushes/message_deleted.html", message_id=event["message_id"])
+    def _viewers_holding(self, conversation_id: int, message_id: int) -> list[Client]:
+        """Sockets of a conversation whose page may show this message: a page whose
+        snapshot began after it never loaded it, and is not told of its changes."""
+        with self._lock:
+            return [c for c in self.by_conversation.get(conversation_id, ())
+                    if message_id >= c.skip_ids.oldest]
+
+    def _on_message_reacted(self, event: dict) -> None:
+        # The fragment, rendered once by the one road, replaces the old one in place.
+        frame = Frame(event["html"])
+        for client in self._viewers_holding(event["conversation_id"], event["message_id"]):
+            client.push(frame)
+
+    def _on_message_edited(self, event: dict) -> None:
+        self._on_message_reacted(event)
         conversation_id = event["conversation_id"]
         with self._lock:
-            viewers = list(self.by_conversation.get(conversation_id, ()))
+            # Someone the edit now names (or no longer names), connected here and not
+            # reading that conversation: their mention badge is recounted (a rare event).
+            changed = [u for u in event.get("mentions_changed", ()) if u in self.users
+                       and not any(c.conversation_id == conversation_id
+                                   for c in self.users[u].clients)]
+        if not changed or self.recount_mentions is None:
+            return
+        fresh = self.recount_mentions(changed, conversation_id)
+        with self._lock:
+            for user_id in changed:
+                state = self.users.get(user_id)
+                if state is not None:
+                    state.mentions[conversation_id] = fresh.get(user_id, 0)
+                    self._push_badge(state, conversation_id)
+
+    def _on_message_deleted(self, event: dict) -> None:
+        # Whoever has the conversation open loses the message at once; the push also mends
+        # the grouping and day separator of the message after it (rendered once).
+        html = event.get("html") or render_template(
+            "pushes/message_deleted.html", message_id=event["message_id"])
+        frame = Frame(html)
+        conversation_id = event["conversation_id"]
+        viewers = self._viewers_holding(conversation_id, event["message_id"])
+        with self._lock:
             # Counts say how many, not which: whoever has unread here may have counted it.
             counted = [u for u, s in self.users.items() if s.unread.get(conversation_id)]
         for client in viewers:
             client.push(frame)
         if counted:
             fresh = self.recount_unread(counted, conversation_id)  # one query, rare event
+            mentions = (self.recount_mentions(counted, conversation_id)
+                        if self.recount_mentions else {})
             with self._lock:
                 for user_id in counted:
                     state = self.users.get(user_id)
                     if state is not None and state.unread.get(conversation_id):
                         state.unread[conversation_id] = fresh.get(user_id, 0)
+                        if self.recount_mentions:
+                            state.mentions[conversation_id] = mentions.get(user_id, 0)
                         self._push_badge(state, conversation_id)
 
     def _on_user_deactivated(self, event: dict) -> None:
@@ -267,7 +322,9 @@ class Hub(RoomEvents):
                     "pushes/badge_changed.html",
                     conversation_id=conversation_id,
                     count=state.unread.get(conversation_id, 0),
+                    mentions=state.mentions.get(conversation_id, 0),
                     total=state.total,
+                    total_mentions=state.total_mentions,
                     title=client.title,
                 )
             )

@@ -14,7 +14,7 @@ from limits import parse as parse_limit
 
 from .. import metrics, posting
 from ..extensions import db, sock
-from ..models import Conversation, Membership, Message, User
+from ..models import Conversation, Membership, Message, User, unread_mentions
 from ..posting import Refusal
 from ..text import encodable
 from ..views import sidebar_context
@@ -175,9 +175,11 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
 
 
 def _load_state(user_id: int):
-    """Unread counts and "Notify me" levels of a user as this process starts tracking them."""
+    """Unread counts, "Notify me" levels and unread mentions of a user as this process
+    starts tracking them."""
     watermark = Message.newest_id()
-    return Membership.unread_counts(user_id), watermark, Membership.levels(user_id)
+    return (Membership.unread_counts(user_id), watermark, Membership.levels(user_id),
+            unread_mentions(user_id))
 
 
 @sock.route("/ws/<int:conversation_id>", bp=bp)

@@ -1,7 +1,7 @@
 """rooms: named open and members-only rooms, per-member notify level, system lines
 
 Revision ID: 3f7c2a9d1b40
-Revises: 99e910af725f
+Revises: b7e4c2a91d05
 Create Date: 2026-12-03 12:05:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '3f7c2a9d1b40'
-down_revision = '99e910af725f'
+down_revision = 'b7e4c2a91d05'
 branch_labels = None
 depends_on = None
 
