@@ -31,9 +31,11 @@ def upgrade():
         batch_op.add_column(sa.Column('notify', sa.String(length=16), nullable=False,
                                       server_default='all'))
 
+    # A constant default lets SQLite add the column in place: rebuilding the messages
+    # table would drop the search index's trigger on it.
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('system', sa.Boolean(), nullable=False,
-                                      server_default=sa.false()))
+                                      server_default='0'))
 
 
 def downgrade():
