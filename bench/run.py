@@ -29,6 +29,8 @@ RESULTS = BENCH / "results"
 ALL_SYSTEMS = ["chatapp", "floor", "socketio", "channels"]
 EXTRA_SYSTEMS = ["floor-nagle"]  # run only when named
 ALL_WORKLOADS = ["ramp", "fanout", "saturation", "mix", "slow", "redis"]
+# Not in the default set (chatapp only): a members-only room, `--workloads room`.
+EXTRA_WORKLOADS = ["room"]
 
 PROFILES = {
     "tiny": {  # for debugging the harness itself
@@ -184,10 +186,11 @@ class Bench:
                 break
         return median_of(runs)
 
-    def server(self, system: str, users: int, pairs: int = 0, **kw) -> Server:
+    def server(self, system: str, users: int, pairs: int = 0, room: bool = False,
+               **kw) -> Server:
         workdir = Path(tempfile.mkdtemp(prefix=f"{system}-", dir=self.tmp))
         server = Server(system, workdir, **kw)
-        server.seed(users, pairs)
+        server.seed(users, pairs, room)
         return server.start()
 
     async def client(self, server: Server, users: list[str]):
@@ -259,6 +262,37 @@ class Bench:
                         if figures["lost"] or figures["p99_ms"] > 1000:
                             behind = rate
                             await self.settle(client)
+            finally:
+                await client.close()
+        finally:
+            server.stop()
+
+    async def room(self, system: str) -> None:
+        """(7) One sender in a members-only room of ROOM_MEMBERS people, at the fan-out rates.
+
+        Every account is a member (the message event carries all their ids, and the hub
+        checks each); the listening sockets are tabs of the first `users` accounts, as in
+        the public-room fan-out, so the two compare directly.
+        """
+        if system != "chatapp":
+            return
+        p = self.profile
+        members = _users(ROOM_MEMBERS)
+        users = members[: p["users"]]
+        server = self.server(system, len(members), room=True)
+        room_id = server.conversations[-1]
+        try:
+            client = await self.client(server, users)
+            try:
+                sender = await client.open_tab(users[0], room_id, listener=False)
+                listeners = p["fanout_listeners"][-1]
+                plan = [(users[1 + i % (len(users) - 1)], room_id) for i in range(listeners)]
+                await client.open_tabs(plan)
+                live = sum(1 for t in client.tabs if t.listener and t.closed is None)
+                for rate in p["fanout_rates"]:
+                    params = {"members": len(members), "listeners": listeners, "rate": rate}
+                    figures = await self.repeated(client, server, sender, rate, p["seconds"], live)
+                    self.record("room", system, params, figures)
             finally:
                 await client.close()
         finally:
@@ -479,6 +513,9 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+ROOM_MEMBERS = 1000  # the members-only room's size in the "room" workload
+
+
 def _users(n: int) -> list[str]:
     return [f"bench{i:05d}" for i in range(n)]
 
@@ -524,7 +561,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full profile (slow)")
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--systems", nargs="+", default=ALL_SYSTEMS, choices=ALL_SYSTEMS + EXTRA_SYSTEMS)
-    parser.add_argument("--workloads", nargs="+", default=ALL_WORKLOADS, choices=ALL_WORKLOADS)
+    parser.add_argument("--workloads", nargs="+", default=ALL_WORKLOADS,
+                        choices=ALL_WORKLOADS + EXTRA_WORKLOADS)
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
     parser.add_argument("--ramp", nargs="+", type=int, help="socket counts for the ramp")
     parser.add_argument("--keep", action="store_true", help="keep server logs and databases")

@@ -1,8 +1,9 @@
 """Seed a chatapp database for a benchmark run: users (one shared password) and private chats.
 
 Run with chatapp's own Python and the server's environment (DATABASE_URL etc.):
-    python bench/seed_chatapp.py USERS PAIRS
-Users are bench00000...; the first 2*PAIRS of them are paired in private chats. Accounts
+    python bench/seed_chatapp.py USERS PAIRS [ROOM]
+Users are bench00000...; the first 2*PAIRS of them are paired in private chats. With ROOM
+= 1, every user is also a member of one members-only room, whose id is printed last. Accounts
 are inserted directly (one argon2 hash computed once), since registering thousands of
 users through the form would spend minutes hashing; logging in still goes through the
 form, with CSRF, as a browser does.
@@ -18,11 +19,11 @@ from chatapp.models import Conversation, Membership, User, db
 PASSWORD = "bench password 1"
 
 
-def main(users: int, pairs: int) -> None:
+def main(users: int, pairs: int, room: bool = False) -> None:
     app = create_app()
     with app.app_context():
         upgrade()
-        room = Conversation.public_room()
+        public = Conversation.public_room()
         db.session.commit()
         probe = User(username="probe", username_key="probe")
         probe.set_password(PASSWORD)
@@ -36,7 +37,7 @@ def main(users: int, pairs: int) -> None:
         ids = db.session.scalars(db.select(User.id).order_by(User.id)).all()
         db.session.execute(
             Membership.__table__.insert(),
-            [{"conversation_id": room.id, "user_id": i, "last_read_id": 0} for i in ids],
+            [{"conversation_id": public.id, "user_id": i, "last_read_id": 0} for i in ids],
         )
         db.session.commit()
         chats = []
@@ -45,8 +46,17 @@ def main(users: int, pairs: int) -> None:
             b = db.session.get(User, ids[2 * p + 1])
             chats.append(Conversation.direct(a, b).id)
             db.session.commit()
-        print(" ".join(str(c) for c in [room.id, *chats]))
+        if room:
+            members = Conversation.create_room("bench", True, db.session.get(User, ids[0]))
+            db.session.execute(
+                Membership.__table__.insert(),
+                [{"conversation_id": members.id, "user_id": i, "last_read_id": 0,
+                  "notify": "all"} for i in ids[1:]],
+            )
+            db.session.commit()
+            chats.append(members.id)
+        print(" ".join(str(c) for c in [public.id, *chats]))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), len(sys.argv) > 3 and sys.argv[3] == "1")

@@ -125,13 +125,13 @@ class Server:
                     {**env, "PYTHONPATH": str(peer)})
         raise ValueError(self.system)
 
-    def seed(self, users: int, pairs: int) -> None:
-        """Create the accounts (and private chats) the run logs in as."""
+    def seed(self, users: int, pairs: int, room: bool = False) -> None:
+        """Create the accounts (private chats, a members-only room) the run logs in as."""
         if self.system != "chatapp":
             return
         _, _, env = self.command()
         out = subprocess.run([chatapp_python(), str(BENCH / "seed_chatapp.py"), str(users),
-                              str(pairs)], cwd=ROOT, env=env, check=True,
+                              str(pairs), "1" if room else "0"], cwd=ROOT, env=env, check=True,
                              capture_output=True, text=True)
         self.conversations = [int(x) for x in out.stdout.split()]
 

@@ -61,7 +61,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import admin, api, assets, auth, chat, cli, health, messages, metrics, realtime, search, storage, uploads
+    from . import admin, api, assets, auth, chat, cli, health, messages, metrics, realtime, rooms
+    from . import search, storage, uploads
+    from . import admin_rooms  # noqa: F401 - adds the rooms pages to the admin blueprint
+    from . import room_settings  # noqa: F401 - adds a room's settings to the rooms blueprint
     from .models import MAX_ID, Reaction
     from .posting import new_client_id
     from .realtime import ws
@@ -95,6 +98,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(rooms.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(search.bp)

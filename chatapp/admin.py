@@ -38,6 +38,8 @@ ACTION_LABELS = {
     "reactivate": "Reactivated a user",
     "promote": "Made a user an administrator",
     "demote": "Took administration away",
+    "rename_room": "Renamed a room",
+    "delete_room": "Deleted a room",
 }
 
 
@@ -76,7 +78,7 @@ def render_messages(template: str, messages: list[Message], **context):
 
 def audit_private(messages: list[Message], detail: str) -> None:
     """Log that private messages were shown to this admin (and which chats)."""
-    private = sorted({m.conversation_id for m in messages if not m.conversation.is_public})
+    private = sorted({m.conversation_id for m in messages if not m.conversation.is_open})
     if private:
         chats = ", ".join(str(i) for i in private)
         AuditEntry.record(current_user, "read_private_messages", detail=f"{detail}; chats {chats}")
@@ -108,7 +110,7 @@ def conversation(conversation_id: int):
     if before:
         query = query.where(Message.id < before)
     found, more = _page(query.order_by(Message.id.desc()))
-    if not found_conversation.is_public:
+    if not found_conversation.is_open:
         AuditEntry.record(current_user, "open_private_chat", conversation_id=conversation_id)
         db.session.commit()
     label = conversation_labels([found_conversation])[conversation_id]
@@ -148,7 +150,7 @@ def audit_image(image: Image) -> None:
     one entry an hour per image says who looked without flooding the log.
     """
     shown = Conversation.showing(image)
-    if shown is not None and shown.is_public:
+    if shown is not None and shown.is_open:
         return
     if shown is None:  # its message was deleted (or it belongs to none)
         message = db.session.scalar(select(Message).where(Message.image_id == image.id).limit(1))

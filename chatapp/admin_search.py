@@ -117,11 +117,12 @@ def search_messages(form: MessageSearchForm, before: int | None = None):
 
 
 def conversation_labels(conversations) -> dict[int, str]:
-    """What to call each conversation: "Public room" or its two members' names."""
-    ids = {i for c in conversations if not c.is_public for i in c.member_ids()}
+    """What to call each conversation: "Public room", "#room", or its two members' names."""
+    ids = {i for c in conversations if c.is_direct for i in c.member_ids()}
     names = dict(db.session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
     return {
         c.id: "Public room" if c.is_public
+        else f"#{c.name}" if c.is_room
         else " & ".join(names.get(i, "(gone)") for i in c.member_ids())
         for c in conversations
     }

@@ -84,12 +84,7 @@ def conversations():
 
 
 def _conversation_json(conversation: Conversation, bot) -> dict:
-    if conversation.is_public:
-        kind = "public"
-    elif conversation.key.startswith("dm:"):
-        kind = "direct"
-    else:
-        kind = "room"
+    kind = "public" if conversation.is_public else "direct" if conversation.is_direct else "room"
     return {
         "id": conversation.id,
         "kind": kind,

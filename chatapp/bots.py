@@ -122,6 +122,8 @@ def message_json(message: Message) -> dict:
         "author": {"id": message.author.id, "name": message.author.username,
                    "bot": bool(message.author.is_bot)},
         "body": message.body,
+        # A room's line such as "ann added deploybot", written by chatapp, not the author.
+        "system": bool(getattr(message, "system", False)),
         "created_at": _iso(message.created_at),
         "edited_at": _iso(message.edited_at) if message.edited_at else None,
         "url": url_for("messages.permalink", conversation_id=message.conversation_id,
@@ -146,7 +148,7 @@ def webhook_jobs(message: Message, mentioned: list[int]) -> list[dict]:
     if message.author.is_bot:
         return []
     conversation = message.conversation
-    direct = conversation.key.startswith("dm:")
+    direct = conversation.is_direct
     candidates = set(mentioned)
     if direct:
         candidates |= set(conversation.member_ids()) - {message.author_id}

@@ -9,7 +9,9 @@ from .models import Conversation, Membership, User, db
 from .posting import new_client_id
 from .realtime import events
 from .text import UNENCODABLE, encodable
-from .views import SIDEBAR_PEOPLE, id_arg, member_conversation_or_404, sidebar_context
+from .views import (
+    SIDEBAR_PEOPLE, id_arg, member_conversation_or_404, room_members, sidebar_context,
+)
 
 bp = Blueprint("chat", __name__)
 
@@ -24,6 +26,7 @@ def render_conversation(conversation: Conversation):
     return render_template(
         "chat/conversation.html",
         conversation=conversation,
+        members=room_members(conversation) if conversation.is_room else [],
         peer=peer,
         title=conversation.title_for(current_user, peer),
         messages=messages,
@@ -42,7 +45,16 @@ def index():
 @bp.route("/c/<int:conversation_id>")
 @login_required
 def conversation(conversation_id: int):
-    """A conversation page: the public room or one of the user's private chats."""
+    """A conversation page: the public room, a room, or one of the user's private chats.
+
+    An open room the user is not in offers to join it (showing none of its messages).
+    """
+    found = db.session.get(Conversation, conversation_id)
+    if found is not None and found.is_room and not found.members_only \
+            and not found.is_member(current_user):
+        return render_template("rooms/join.html", room=found, title=found.name,
+                               members=found.member_count(),
+                               sidebar=sidebar_context(current_user, None))
     return render_conversation(member_conversation_or_404(conversation_id))
 
 

@@ -107,6 +107,7 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "LOGIN_RATE": os.environ.get("CHATAPP_LOGIN_RATE", "10/5minute"),
         "LOGIN_ADDRESS_RATE": os.environ.get("CHATAPP_LOGIN_ADDRESS_RATE", "100/5minute"),
         "REGISTER_RATE": os.environ.get("CHATAPP_REGISTER_RATE", "20/hour"),
+        "ROOM_RATE": os.environ.get("CHATAPP_ROOM_RATE", "10/hour"),
         "SEND_QUEUE_SIZE": _int("CHATAPP_SEND_QUEUE_SIZE", 256),
         "SEND_TIMEOUT": _int("CHATAPP_SEND_TIMEOUT", 20),
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from . import posting
 from .database import like_literal
-from .models import REACTIONS, Conversation, Membership, Message, Reaction, User, db
+from .models import REACTIONS, Conversation, Message, User, db
 from .posting import Refusal
 from .text import encodable
 from .views import id_arg, member_conversation_or_404, sidebar_context

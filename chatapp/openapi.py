@@ -131,6 +131,8 @@ def document(server_url: str) -> dict:
                         "id": {"type": "integer"}, "name": {"type": "string"},
                         "bot": {"type": "boolean"}}},
                     "body": {"type": "string"},
+                    "system": {"type": "boolean",
+                               "description": "A room's membership line, not the author's words"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "edited_at": {"type": "string", "format": "date-time", "nullable": True},
                     "url": {"type": "string", "format": "uri",

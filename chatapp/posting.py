@@ -87,8 +87,14 @@ def check_rate(user_id: int) -> None:
         raise Refusal(TOO_FAST, 429)
 
 
+def check_member(conversation: Conversation, user: User) -> None:
+    """Refuse a post to a room the sender is no longer in (removed, left) as absent."""
+    if conversation.is_room and not conversation.is_member(user):
+        raise Refusal("You are not in this room any more. Reload the page.", 404)
+
+
 def post(conversation: Conversation, author: User, body: str, client_id: str,
-         image: Image | None = None) -> tuple[Message, bool]:
+         image: Image | None = None, system: bool = False) -> tuple[Message, bool]:
     """Store a checked message once per client id, then announce it to every viewer.
 
     The push is rendered inside the transaction that stores the message (its grouping
@@ -96,21 +102,32 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     only after the commit: no event ever announces an uncommitted row. Returns the
     message and whether it is new (False: a resend of one already stored).
     """
-    message, created = Message.post(conversation, author, body, client_id, image)
+    message, created = Message.post(conversation, author, body, client_id, image, system)
     event = None
     hooks = []
     if created:
         mentioned = render_body(message)
         event = message_event(message)
         event["mention_ids"] = mentioned  # rooms' "Mentions only" counts these too
-        hooks = bots.webhook_jobs(message, mentioned)  # bots mentioned or sent a DM
+        if not system:  # bots mentioned or sent a DM hear of it
+            hooks = bots.webhook_jobs(message, mentioned)
     db.session.commit()
     if event is not None:
-        metrics.published(event)  # counts it, and stamps the time for the backplane lag
-        get().backplane.publish(event)  # to every process's hub, this one included
+        publish(event)  # counts it, then to every process's hub, this one included
     if hooks:  # in the background: a slow webhook never holds this socket or request
         webhooks.enqueue(current_app._get_current_object(), hooks)
     return message, created
+
+
+def stage_system(conversation: Conversation, actor: User, text: str) -> dict:
+    """Add a system line ("ann added ben") to a room in the caller's transaction; return
+    its event, for the caller to publish after committing its own change with it.
+
+    A membership change and the line that tells of it are one transaction: nobody sees
+    one without the other.
+    """
+    message, _ = Message.post(conversation, actor, text, new_client_id(), system=True)
+    return message_event(message)
 
 
 def message_event(message) -> dict:
@@ -126,6 +143,7 @@ def message_event(message) -> dict:
         "message_id": message.id,
         "author_id": message.author_id,
         "member_ids": conversation.member_ids(),
+        "system": message.system,
         # A new message has no reactions yet: no query to find that out.
         "html": render_template("pushes/message_created.html", message=message, reactions=[]),
     }
@@ -259,7 +277,7 @@ def react(message: Message | None, user: User, emoji: str) -> bool:
 
 def publish(event: dict) -> None:
     """Send an event to every process's hub (this one included), after the commit."""
-    metrics.published(event)
+    metrics.published(event)  # counts it, and stamps the time for the backplane lag
     get().backplane.publish(event)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import joinedload
 
 from . import search_index
 from .extensions import db, limiter
-from .models import PUBLIC_KEY, Conversation, Membership, Message, RecentSearch, User
+from .models import PUBLIC_KEY, Conversation, Message, RecentSearch, User
 from .search_text import MAX_QUERY_CHARS, fold, highlight_patterns, parse
 from .text import encodable
 from .views import id_arg, sidebar_context
@@ -25,32 +25,28 @@ PUBLIC_NAMES = {"public", "public-room", "publicroom", "public room"}
 
 
 def readable_conversation_ids(user_id: int):
-    """SELECT of the ids of every conversation the person may read right now.
-
-    The one place search decides who sees what: their memberships (their private chats,
-    and the rooms they are in), plus the public room, which everyone reads. Rooms with
-    membership as the single source of truth offer Conversation.readable_ids(user_id),
-    the same query; this function is what to point at it.
-    """
-    public = select(Conversation.id).where(Conversation.key == PUBLIC_KEY)
-    mine = select(Membership.conversation_id).where(Membership.user_id == user_id)
-    return mine.union(public)
+    """SELECT of the ids of every conversation the person may read right now: the one
+    place search decides who sees what (the membership rule of the models)."""
+    return Conversation.readable_ids(user_id)
 
 
 def conversations_named(name: str, readable: list[int]) -> list[int]:
-    """The readable conversations `in:` names: "public", or a person's name (your chat
-    with them). A name that is not among them finds nothing, whether or not it exists."""
+    """The readable conversations `in:` names: "public", a room ("#dev" or "dev"), or a
+    person's name (your chat with them). A name that is not among them finds nothing,
+    whether or not it exists."""
+    name = name.removeprefix("#")
     key = fold(name).strip()
     if key in PUBLIC_NAMES:
-        keys = [PUBLIC_KEY]
-    else:
-        peer = User.by_username(name) if encodable(name) else None
-        keys = [Conversation.direct_key(current_user.id, peer.id)] if peer else []
-        # Named rooms (issue 15): add `Conversation.name_key == key` to this lookup.
-    if not keys:
+        named = Conversation.key == PUBLIC_KEY
+    elif not encodable(name):
         return []
+    else:
+        peer = User.by_username(name)
+        named = Conversation.name_key == name.lower()
+        if peer is not None:
+            named = named | (Conversation.key == Conversation.direct_key(current_user.id, peer.id))
     return list(db.session.scalars(
-        select(Conversation.id).where(Conversation.key.in_(keys), Conversation.id.in_(readable))
+        select(Conversation.id).where(named, Conversation.id.in_(readable))
     ))
 
 

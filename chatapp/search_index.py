@@ -117,7 +117,7 @@ def narrowed(query, terms: list[Term]):
 
 def _filters(conversations, authors, before, params: dict) -> str:
     """SQL conditions on `m` (messages) for the scope, authors and page."""
-    sql = " AND m.deleted_at IS NULL"
+    sql = " AND m.deleted_at IS NULL AND NOT m.system"  # a room's own lines are not found
     if conversations is not None:
         sql += " AND m.conversation_id IN :conversations"
         params["conversations"] = list(conversations)

@@ -13,6 +13,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from .models import MAX_ID, Conversation, Image, Membership, User, db, unread_mentions
+from .models.conversations import ROOM_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def sidebar_context(
         unread.pop(current.id, None)
         mentions.pop(current.id, None)
     chats = _private_chats(user)
+    rooms = _rooms_of(user)
     chatted = {peer.id for _, peer in chats}
     people = db.session.scalars(
         select(User)
@@ -79,7 +81,10 @@ def sidebar_context(
     ).all()
     return {
         "room": room,
+        "rooms": rooms,
         "chats": chats,
+        # What heads each group: a message there reorders nothing (the hub skips a render).
+        "heads": {c.id for c in rooms[:1]} | {c.id for c, _ in chats[:1]},
         "people": people,
         "unread": unread,
         "total_unread": sum(unread.values()),
@@ -88,6 +93,35 @@ def sidebar_context(
         "current": current,
         "user": user,
     }
+
+
+def room_members(conversation: Conversation) -> list[User]:
+    """A room's members by name (one query)."""
+    return db.session.scalars(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.conversation_id == conversation.id)
+        .order_by(User.username_key)
+    ).all()
+
+
+def _newest_first():
+    """Most recent activity first; never-used conversations last, newest made first."""
+    return (
+        Conversation.last_message_at.is_(None),
+        Conversation.last_message_at.desc(),
+        Conversation.id.desc(),
+    )
+
+
+def _rooms_of(user: User) -> list[Conversation]:
+    """The rooms the user is in (not the public room), most recently active first."""
+    return db.session.scalars(
+        select(Conversation)
+        .join(Membership, Membership.conversation_id == Conversation.id)
+        .where(Membership.user_id == user.id, Conversation.key.startswith(ROOM_PREFIX))
+        .order_by(*_newest_first())
+    ).all()
 
 
 def _private_chats(user: User) -> list[tuple[Conversation, User]]:
@@ -99,14 +133,10 @@ def _private_chats(user: User) -> list[tuple[Conversation, User]]:
         .join(User, User.id == Membership.user_id)
         .where(
             Conversation.id.in_(mine),
-            Conversation.key != "public",
+            Conversation.key.startswith("dm:"),
             Membership.user_id != user.id,
         )
-        .order_by(
-            Conversation.last_message_at.is_(None),
-            Conversation.last_message_at.desc(),
-            Conversation.id.desc(),
-        )
+        .order_by(*_newest_first())
     ).all()
     return [(conversation, peer) for conversation, peer in rows]
 

@@ -238,3 +238,43 @@ def test_loopback_webhooks_are_refused_without_the_allow_flag(server_factory, da
         assert "refused" in server.log() and "non-public address" in server.log()
     finally:
         receiver.close()
+
+
+def test_a_bot_added_to_a_room_like_a_person_hears_its_mentions_there(server_factory,
+                                                                      database_url):
+    from conftest import csrf_from
+
+    receiver = Receiver()
+    try:
+        server = server_factory(**LOCAL_BOTS)
+        ann = Person(server, "ann").register()
+        key = create_bot(server, "helper", receiver.url + "/hook")
+        outsider = create_bot(server, "outsider")
+        token = csrf_from(ann.get("/rooms/new").text)
+        r = ann.http.post(server.url + "/rooms/new", data={
+            "csrf_token": token, "name": "ops", "members_only": "1", "people": ["helper"]})
+        assert r.status_code == 200, r.text[:300]
+        room = int(r.url.rstrip("/").rsplit("/", 1)[-1])
+        listed = api(server, key, "GET", "/conversations").json()["conversations"]
+        assert {"id": room, "kind": "room", "title": "ops"}.items() <= next(
+            c for c in listed if c["id"] == room).items()
+        assert api(server, outsider, "GET", f"/conversations/{room}/messages").status_code == 404
+        assert api(server, outsider, "POST", f"/conversations/{room}/messages",
+                   data="let me in").status_code == 404
+        history = api(server, key, "GET", f"/conversations/{room}/messages").json()["messages"]
+        assert history and all(m["system"] for m in history)  # "ann created this room", ...
+        assert not receiver.calls  # being added is not a mention
+
+        sock = ann.connect(room)
+        sock.say("@helper deploy status?")
+        call = receiver.wait(1)[0]["payload"]
+        assert call["event"] == "mention" and call["conversation"] == {"id": room, "title": "ops"}
+        reply = sock.wait_for(lambda f: "pong" in f and "deploy status?" in f)
+        assert '<span class="author">helper</span> <span class="tag">bot</span>' in reply
+        r = api(server, key, "POST", f"/conversations/{room}/messages", json={"body": "all green"})
+        assert r.status_code == 201 and r.json()["url"] == f"{server.url}/c/{room}/@{r.json()['id']}"
+        sock.wait_for("all green")
+        page = ann.get(f"/c/{room}/@{r.json()['id']}")
+        assert page.status_code == 200 and "all green" in page.text
+    finally:
+        receiver.close()

@@ -106,7 +106,7 @@ class Recorder:
         self.sidebars.append(user_id)
         for client in clients:
             client.push("<sidebar>")
-        return [(type("Chat", (), {"id": CHAT})(), None)]
+        return {CHAT}
 
     def recount_unread(self, user_ids, conversation_id):
         self.recounts.append((sorted(user_ids), conversation_id))
@@ -186,7 +186,7 @@ def test_a_private_message_rerenders_the_sidebar_only_when_it_moves_the_chat(hub
     bob = connect(hub, 11, ROOM)
     connect(hub, 12, ROOM)  # not a member: hears nothing of it
     hub.deliver(message(CHAT, 5, author_id=10, members=[10, 11]))
-    assert calls.sidebars == [11] and hub.users[11].top_chat == CHAT
+    assert calls.sidebars == [11] and CHAT in hub.users[11].heads
     assert texts(bob) == ["<sidebar>"] and hub.users[11].unread == {CHAT: 1}
     # Now at the head of bob's sidebar: the next one only changes the badge.
     hub.deliver(message(CHAT, 6, author_id=10, members=[10, 11]))

@@ -2,33 +2,61 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint, func, select, update
+from sqlalchemy import (
+    ForeignKey, String, UniqueConstraint, delete, false, func, select, union, update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, joinedload, mapped_column, relationship
 
+from .. import notify
 from ..extensions import db
 from .base import PUBLIC_KEY, utcnow
 from .messages import Image, Message
 
 
+ROOM_PREFIX = "room:"
+ROOM_NAME_MAX = 50
+
+
 class Conversation(db.Model):
-    """The public room, or a private chat between two users."""
+    """The public room, a named room (open or members-only), or a private chat."""
 
     __tablename__ = "conversations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # "public" for the room, "dm:<low id>:<high id>" for a private chat.
+    # "public" for the public room, "dm:<low id>:<high id>" for a private chat,
+    # "room:<random>" for a named room.
     key: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_message_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    # Rooms only: the name as typed (trimmed), and lower-cased for uniqueness.
+    name: Mapped[str | None] = mapped_column(String(ROOM_NAME_MAX), default=None)
+    name_key: Mapped[str | None] = mapped_column(String(ROOM_NAME_MAX), unique=True, default=None)
+    members_only: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="conversation")
 
     @property
     def is_public(self) -> bool:
         return self.key == PUBLIC_KEY
+
+    @property
+    def is_room(self) -> bool:
+        """A named room (open or members-only); not the public room, not a private chat."""
+        return self.key.startswith(ROOM_PREFIX)
+
+    @property
+    def is_direct(self) -> bool:
+        return self.key.startswith("dm:")
+
+    @property
+    def is_open(self) -> bool:
+        """Readable by anyone who joins: the public room and open rooms (not private)."""
+        return self.is_public or (self.is_room and not self.members_only)
 
     @staticmethod
     def direct_key(a: int, b: int) -> str:
@@ -86,22 +114,127 @@ class Conversation(db.Model):
         """Id of the newest message here, 0 when empty."""
         return Message.latest_id(self.id)
 
+    # -- membership: the one source of truth for who may read what ---------------------
+
     def is_member(self, user) -> bool:
-        """Tell whether the user may see this conversation."""
+        """Tell whether the user may read this conversation now (page, history, images,
+        socket, pushes, badges, search). O(1): no query, or one indexed lookup."""
         if self.is_public:
             return True
-        return user.id in self.member_ids()
+        if self.is_direct:
+            return user.id in self.member_ids()
+        return self.membership_of(user.id) is not None
+
+    def membership_of(self, user_id: int) -> Membership | None:
+        """The user's seat here, if they have one (one indexed query)."""
+        return db.session.scalar(
+            select(Membership).where(
+                Membership.conversation_id == self.id, Membership.user_id == user_id
+            )
+        )
+
+    @classmethod
+    def readable_ids(cls, user_id: int):
+        """A SELECT of the ids of every conversation the user may read (use with in_())."""
+        return union(
+            select(Membership.conversation_id).where(Membership.user_id == user_id),
+            select(cls.id).where(cls.key == PUBLIC_KEY),
+        )
 
     def member_ids(self) -> list[int] | None:
-        """The two members of a private chat; None for the public room (everyone)."""
+        """Who hears of this conversation: None for the public room (everyone), the two
+        members of a private chat (from the key), a room's members (one query)."""
         if self.is_public:
             return None
-        _, low, high = self.key.split(":")
-        return [int(low), int(high)]
+        if self.is_direct:
+            _, low, high = self.key.split(":")
+            return [int(low), int(high)]
+        return list(
+            db.session.scalars(
+                select(Membership.user_id).where(Membership.conversation_id == self.id)
+            )
+        )
+
+    def member_count(self) -> int:
+        """How many people are in this conversation."""
+        return db.session.scalar(
+            select(func.count(Membership.id)).where(Membership.conversation_id == self.id)
+        )
+
+    def may_manage(self, user) -> bool:
+        """Rename a room and remove its members: its creator, or an administrator."""
+        return self.is_room and (user.is_admin or user.id == self.created_by_id)
+
+    # -- rooms (models add and flush; the caller commits, then publishes) -------------
+
+    @classmethod
+    def by_name(cls, name: str) -> Conversation | None:
+        """The room with this name, ignoring case."""
+        return db.session.scalar(select(cls).where(cls.name_key == name.lower()))
+
+    @classmethod
+    def create_room(cls, name: str, members_only: bool, creator, people=()) -> Conversation:
+        """A new room with its creator (and, members-only, these people) as members."""
+        room = cls(key=ROOM_PREFIX + secrets.token_hex(16), name=name, name_key=name.lower(),
+                   members_only=members_only, created_by_id=creator.id)
+        db.session.add(room)
+        db.session.flush()  # the name's unique constraint speaks here
+        for person in [creator, *people]:
+            room._seat(person.id)
+        db.session.flush()
+        return room
+
+    def _seat(self, user_id: int) -> Membership:
+        """Give a user a seat here, read up to now."""
+        seat = Membership(conversation_id=self.id, user_id=user_id,
+                          last_read_id=self.latest_message_id())
+        db.session.add(seat)
+        return seat
+
+    def add_member(self, user) -> bool:
+        """Seat a user here (joining or being added); False if they already are."""
+        if self.membership_of(user.id) is not None:
+            return False
+        try:
+            with db.session.begin_nested():
+                self._seat(user.id)
+        except IntegrityError:
+            return False  # a concurrent request seated them
+        return True
+
+    def remove_member(self, user_id: int) -> bool:
+        """Take a user's seat away (removed, or leaving); False if they had none."""
+        result = db.session.execute(
+            delete(Membership).where(
+                Membership.conversation_id == self.id, Membership.user_id == user_id
+            )
+        )
+        return result.rowcount > 0
+
+    def rename(self, name: str) -> None:
+        """Give the room a new name (the caller checked it is free)."""
+        self.name = name
+        self.name_key = name.lower()
+
+    @classmethod
+    def open_rooms(cls) -> list[tuple[Conversation, int]]:
+        """Every open room with its member count, by name."""
+        count = (
+            select(func.count(Membership.id))
+            .where(Membership.conversation_id == cls.id)
+            .correlate(cls)
+            .scalar_subquery()
+        )
+        rows = db.session.execute(
+            select(cls, count)
+            .where(cls.key.startswith(ROOM_PREFIX), cls.members_only.is_(False))
+            .order_by(cls.name_key)
+        ).all()
+        return [(room, n) for room, n in rows]
 
     def peer_of(self, user):
-        """The other member of a private chat (None in the public room)."""
-        if self.is_public:
+        """The other member of a private chat (None in a room)."""
+        if not self.is_direct:
             return None
         peer_id = next(i for i in self.member_ids() if i != user.id)
         # Through the seat (one statement): the User class builds on this module.
@@ -112,9 +245,12 @@ class Conversation(db.Model):
         return seat.user if seat is not None else None
 
     def title_for(self, user, peer=None) -> str:
-        """What a page calls this conversation: "Public room" or the other member's name."""
+        """What a page calls this conversation: "Public room", a room's name, or the
+        other member's name."""
         if self.is_public:
             return "Public room"
+        if self.is_room:
+            return self.name
         peer = peer or self.peer_of(user)
         return peer.username if peer else "Private chat"
 
@@ -133,6 +269,8 @@ class Membership(db.Model):
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     last_read_id: Mapped[int] = mapped_column(default=0)
+    # How much of this conversation counts as unread (notify.py): all, mentions, none.
+    notify: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
 
     conversation: Mapped[Conversation] = relationship(back_populates="memberships")
     user = relationship("User")
@@ -179,7 +317,8 @@ class Membership(db.Model):
         """SELECT columns, count(unread) over memberships: what "unread" means, in one place.
 
         A message is unread for a member when it is past their read pointer, written by
-        someone else, and not deleted. Callers add their filter and GROUP BY.
+        someone else, not deleted, not a system line, and counted by the member's
+        "Notify me" level (notify.py). Callers add their filter and GROUP BY.
         """
         return (
             select(*columns, func.count(Message.id))
@@ -188,8 +327,22 @@ class Membership(db.Model):
                 (Message.conversation_id == Membership.conversation_id)
                 & (Message.id > Membership.last_read_id),
             )
-            .where(Message.author_id != Membership.user_id, Message.deleted_at.is_(None))
+            .where(
+                Message.author_id != Membership.user_id,
+                Message.deleted_at.is_(None),
+                Message.system.is_(False),
+                notify.counted_clause(Membership, Message),
+            )
         )
+
+    @staticmethod
+    def levels(user_id: int) -> dict[int, str]:
+        """The user's "Notify me" level per conversation, where it is not the default."""
+        rows = db.session.execute(
+            select(Membership.conversation_id, Membership.notify)
+            .where(Membership.user_id == user_id, Membership.notify != notify.EVERY)
+        )
+        return {conversation_id: level for conversation_id, level in rows}
 
     @classmethod
     def unread_counts(cls, user_id: int) -> dict[int, int]:

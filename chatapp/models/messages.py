@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, bindparam, func, select, update
+from sqlalchemy import (
+    ForeignKey, Index, String, Text, UniqueConstraint, bindparam, false, func, select, update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -49,6 +51,8 @@ class Message(db.Model):
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A line the room itself says ("ann added ben"): shown, never counted as unread.
+    system: Mapped[bool] = mapped_column(default=False, server_default=false())
     edited_at: Mapped[datetime | None] = mapped_column(default=None)
     # The body as HTML (formatting.py): rendered once when stored or edited, never per
     # viewer. NULL for rows stored before formatting existed: rendered when shown.
@@ -60,7 +64,7 @@ class Message(db.Model):
 
     @classmethod
     def post(cls, conversation, author, body: str, client_id: str,
-             image: Image | None = None) -> tuple[Message, bool]:
+             image: Image | None = None, system: bool = False) -> tuple[Message, bool]:
         """Store a message once per (author, client_id); return it and whether it is new.
 
         Adds and flushes; the caller commits, and may first render the message while it
@@ -78,6 +82,7 @@ class Message(db.Model):
             client_id=client_id,
             image=image,
             created_at=now,
+            system=system,
         )
         db.session.add(message)
         conversation.last_message_at = now  # written by the same flush as the message

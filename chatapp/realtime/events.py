@@ -51,3 +51,30 @@ def user_deactivated(user_id: int) -> None:
 def session_ended(user_id: int, session_key: str | None) -> None:
     """Someone logged out: every process closes the sockets of that session."""
     publish({"type": "session_ended", "user_id": user_id, "session_key": session_key})
+
+
+def members_changed(conversation_id: int, member_ids, removed=()) -> None:
+    """People joined, were added to, left or were removed from a room: their sidebars
+    change, and whoever was removed loses the room's sockets on every process."""
+    # "people", not "member_ids": every process must hear it, as the room's open pages
+    # there (other members') show the member list.
+    publish({"type": "members_changed", "conversation_id": conversation_id,
+             "people": sorted(set(member_ids) | set(removed)), "removed": list(removed)})
+
+
+def room_changed(conversation_id: int, name: str, member_ids) -> None:
+    """A room was renamed: its members' sidebars and its open pages show the new name."""
+    publish({"type": "room_changed", "conversation_id": conversation_id, "name": name,
+             "member_ids": list(member_ids)})
+
+
+def room_deleted(conversation_id: int, member_ids) -> None:
+    """An administrator deleted a room: its pages close, members' sidebars drop it."""
+    publish({"type": "room_deleted", "conversation_id": conversation_id,
+             "member_ids": list(member_ids)})
+
+
+def notify_changed(user_id: int, conversation_id: int, level: str) -> None:
+    """A member chose a "Notify me" level: their badge is recounted in every tab."""
+    publish({"type": "notify_changed", "user_id": user_id, "conversation_id": conversation_id,
+             "level": level})

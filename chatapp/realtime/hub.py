@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 from flask import render_template
 
-from .. import metrics
+from .. import metrics, notify
 from .client import Client
 from .frames import POLICY_VIOLATION, Frame
+from .room_events import RoomEvents
 
 log = logging.getLogger(__name__)
 # How long a logged-out session is remembered, to close a socket whose handshake passed
@@ -28,11 +29,14 @@ class UserState:
     # Messages with ids up to this were already counted when `unread` was loaded.
     watermark: int
     clients: set[Client] = field(default_factory=set)
+    # The room and the private chat at the head of their groups in this user's sidebar as
+    # last rendered here: a message there changes no order, so the sidebar needs no
+    # re-rendering for it.
+    heads: set[int] = field(default_factory=set)
+    # "Notify me" levels that are not the default, per conversation (notify.py).
+    levels: dict[int, str] = field(default_factory=dict)
     # Unread messages that mention the user, per conversation (a subset of `unread`).
     mentions: dict[int, int] = field(default_factory=dict)
-    # The private chat at the head of this user's sidebar as last rendered here: a
-    # message there changes no order, so the sidebar needs no re-rendering for it.
-    top_chat: int | None = None
 
     @property
     def total(self) -> int:
@@ -43,7 +47,7 @@ class UserState:
         return sum(self.mentions.values())
 
 
-class Hub:
+class Hub(RoomEvents):
     """Routes events to the sockets of this process.
 
     Every event arrives through deliver(), whether it was published here or by another
@@ -52,18 +56,21 @@ class Hub:
     thousand sockets costs no database statement.
     """
 
-    def __init__(self, *, on_read, render_sidebars, recount_unread, recount_mentions=None):
+    def __init__(self, *, on_read, render_sidebars, recount_unread, render_room=None,
+                 recount_mentions=None):
         """on_read(user_ids, conversation_id, message_id): these users saw a message
         (the read tracker saves it later). render_sidebars(user_id, clients, unread):
         push a fresh sidebar to these sockets of a user; returns the private chats as
         rendered, or None. recount_unread(user_ids, conversation_id): unread counts of
-        one conversation for these users, from the database (after a deletion)."""
+        one conversation for these users, from the database (after a deletion).
+        render_room(conversation_id): the room header's push (name, member list)."""
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
         self.on_read = on_read
         self.render_sidebars = render_sidebars
         self.recount_unread = recount_unread
+        self.render_room = render_room
         self.recount_mentions = recount_mentions
         # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
         self.slots: dict[int, int] = {}
@@ -73,15 +80,17 @@ class Hub:
     # -- who is connected --------------------------------------------------------------
 
     def attach(self, client: Client, load_state) -> UserState:
-        """Register a socket; load_state() gives (unread, watermark[, mentions]) for a new
-        user."""
+        """Register a socket; load_state() gives (unread, watermark, levels, mentions) for
+        a new user (levels and mentions may be left out: none)."""
         with self._lock:
             state = self.users.get(client.user_id)
         if state is None:
-            unread, watermark, *mentions = load_state()  # a query: done outside the lock
+            unread, watermark, *rest = load_state()  # queries: done outside the lock
+            levels = rest[0] if rest else {}
+            mentions = dict(rest[1]) if len(rest) > 1 else {}
             with self._lock:
                 state = self.users.setdefault(
-                    client.user_id, UserState(unread, watermark, mentions=dict(*mentions[:1])))
+                    client.user_id, UserState(unread, watermark, levels=levels, mentions=mentions))
         with self._lock:
             state.clients.add(client)
             self.by_conversation[client.conversation_id].add(client)
@@ -153,6 +162,7 @@ class Hub:
         message_id = event["message_id"]
         author_id = event["author_id"]
         members = event.get("member_ids")  # None: the public room, everyone is a member
+        system = event.get("system", False)  # "ann added ben": shown, never counted
         mentioned = event.get("mention_ids") or ()
         # One frame for every viewer: the same HTML, encoded once.
         frame = Frame(event["html"])
@@ -171,22 +181,24 @@ class Hub:
                 if state is None:
                     continue
                 if user_id != author_id and user_id not in readers \
-                        and message_id > state.watermark:
+                        and message_id > state.watermark and not system \
+                        and notify.counts(state.levels.get(conversation_id, notify.EVERY),
+                                          user_id, event):
                     state.unread[conversation_id] = state.unread.get(conversation_id, 0) + 1
                     if user_id in mentioned:
                         state.mentions[conversation_id] = state.mentions.get(conversation_id, 0) + 1
-                    if members is None or state.top_chat == conversation_id \
+                    if members is None or conversation_id in state.heads \
                             or user_id in mentioned:
                         self._push_badge(state, conversation_id)
-                if members is not None and state.top_chat != conversation_id:
+                if members is not None and conversation_id not in state.heads:
                     sidebar_refresh.append(user_id)
         metrics.delivered(event, len(readers))
         readers.discard(author_id)
         if readers:
             self.on_read(readers, conversation_id, message_id)
-        # A private message moves its chat to the head of both members' sidebars (and may
-        # add it): re-rendered for a member unless it is at the head already, where a
-        # badge (above) is all that changes.
+        # A message in a room or private chat moves it to the head of its group in each
+        # member's sidebar (and may add it): re-rendered for a member unless it is at the
+        # head already, where a badge (above) is all that changes.
         for user_id in sidebar_refresh:
             self._refresh_sidebar(user_id)
 
@@ -200,9 +212,9 @@ class Hub:
             # These in-memory counts are newer than the database: read pointers of what
             # is on screen are saved in batches a moment later.
             unread = {c: n for c, n in state.unread.items() if n}
-        chats = self.render_sidebars(user_id, clients, unread)
-        if chats is not None:
-            self.sidebar_rendered(user_id, chats)
+        heads = self.render_sidebars(user_id, clients, unread)
+        if heads is not None:
+            self.sidebar_rendered(user_id, heads)
 
     def _on_conversations_read(self, event: dict) -> None:
         # Pointers saved elsewhere in one batch; only users connected here cost anything.
@@ -317,11 +329,11 @@ class Hub:
                 )
             )
 
-    def sidebar_rendered(self, user_id: int, chats) -> None:
-        """A sidebar of this user was rendered with these (conversation, peer) chats."""
+    def sidebar_rendered(self, user_id: int, heads: set[int]) -> None:
+        """A sidebar of this user was rendered with these conversations at its groups' heads."""
         state = self.users.get(user_id)
         if state is not None:
-            state.top_chat = chats[0][0].id if chats else None
+            state.heads = set(heads)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every socket of this process (shutdown, restart)."""

@@ -140,6 +140,7 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw,
         data = _parse(raw)
         body = posting.message_text(data["body"])
         posting.check_rate(client.user_id)
+        posting.check_member(conversation, user)
     except Refusal as refusal:
         metrics.refused("frame")
         if refusals is not None and refusals.one_too_many():
@@ -161,7 +162,7 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
     client.skip_ids = SnapshotIds(m.id for m in messages)
     sidebar = sidebar_context(user, conversation)
-    get().hub.sidebar_rendered(user.id, sidebar["chats"])
+    get().hub.sidebar_rendered(user.id, sidebar["heads"])
     client.push(
         render_template(
             "pushes/snapshot.html",
@@ -174,9 +175,11 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
 
 
 def _load_state(user_id: int):
-    """Unread counts (and mentions) of a user as this process starts tracking them."""
+    """Unread counts, "Notify me" levels and unread mentions of a user as this process
+    starts tracking them."""
     watermark = Message.newest_id()
-    return Membership.unread_counts(user_id), watermark, unread_mentions(user_id)
+    return (Membership.unread_counts(user_id), watermark, Membership.levels(user_id),
+            unread_mentions(user_id))
 
 
 @sock.route("/ws/<int:conversation_id>", bp=bp)

@@ -1,7 +1,7 @@
 """bots: accounts that post by HTTP with a hashed key, and their outgoing webhook
 
 Revision ID: c4d81e6b3a20
-Revises: b7e4c2a91d05
+Revises: 3f7c2a9d1b40
 Create Date: 2026-12-03 13:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'c4d81e6b3a20'
-down_revision = 'b7e4c2a91d05'
+down_revision = '3f7c2a9d1b40'
 branch_labels = None
 depends_on = None
 
