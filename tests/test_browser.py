@@ -618,10 +618,13 @@ def test_everything_is_reachable_by_keyboard(chatters):
     alice = chatters("alice")
     alice.register()
     page = alice.page
-    # In reading order: the list, the search, log out, the scrollable log, the composer.
+    # In reading order: the list, the people search, the header (room settings, message
+    # search, log out), the scrollable log, the composer.
     for target in (
         alice.nav.get_by_role("link", name="Public room"),
         page.get_by_role("searchbox", name="Find people"),
+        page.get_by_role("link", name="Room settings"),
+        page.get_by_role("searchbox", name="Search messages"),
         page.get_by_role("button", name="Log out"),
         page.locator(".scroller"),
         page.get_by_label("Attach image"),
