@@ -508,7 +508,9 @@ def test_graceful_restart_closes_sockets_with_1012_promptly(server, people, sig)
     assert time.monotonic() - started < 2.5, "sockets were held open"
     if sig == signal.SIGTERM:
         server.process.wait(timeout=10)
-        assert time.monotonic() - started < 5
+        # The sockets went at once (above); the process then exits within gunicorn's
+        # graceful_timeout (5 s), plus slack for a busy machine.
+        assert time.monotonic() - started < 8
     else:  # a reload: the page reconnects to the new worker and catches up
         a = reconnect(a)
         reconnect(b).say("after the reload")
