@@ -35,6 +35,14 @@ def _shown_message_or_404(message_id: int) -> Message:
     return message
 
 
+def _own_message_or_404(message_id: int) -> Message:
+    """A shown message the current user wrote (what Edit and Delete open); 404 otherwise."""
+    message = _shown_message_or_404(message_id)
+    if message.author_id != current_user.id:
+        abort(404)
+    return message
+
+
 def _panel(message_id: int, **context):
     """The slot under a message for its confirmation or reaction picker (empty: closed)."""
     return render_template("messages/_panel.html", message_id=message_id, **context)
@@ -52,9 +60,7 @@ def show(message_id: int):
 @login_required
 def edit_form(message_id: int):
     """The message as a form with its text, for its author (others: 404)."""
-    message = _shown_message_or_404(message_id)
-    if message.author_id != current_user.id:
-        abort(404)
+    message = _own_message_or_404(message_id)
     return render_template("messages/edit.html", message=message, body=message.body)
 
 
@@ -79,9 +85,7 @@ def edit(message_id: int):
 @login_required
 def delete_form(message_id: int):
     """Ask the author to confirm deleting the message (others: 404)."""
-    message = _shown_message_or_404(message_id)
-    if message.author_id != current_user.id:
-        abort(404)
+    message = _own_message_or_404(message_id)
     return _panel(message.id, confirm=True)
 
 
