@@ -19,9 +19,10 @@ from .messages import Image, Message
 from .reactions import REACTIONS, Mention, Reaction, recount_mentions, unread_mentions
 from .searches import RecentSearch
 from .users import AuditEntry, User, UserSession
+from .invites import Invite
 
 __all__ = [
     "GROUP_GAP", "MAX_ID", "PUBLIC_KEY", "USERNAME_RE", "AuditEntry", "Conversation",
-    "Image", "Membership", "Mention", "Message", "REACTIONS", "Reaction", "RecentSearch", "User",
+    "Image", "Invite", "Membership", "Mention", "Message", "REACTIONS", "Reaction", "RecentSearch", "User",
     "UserSession", "db", "recount_mentions", "unread_mentions", "utcnow",
 ]

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text, delete, false, select
+from sqlalchemy import ForeignKey, String, Text, delete, false, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .. import passwords
@@ -36,9 +36,14 @@ class User(UserMixin, db.Model):
     api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True,
                                                       default=None)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    # Settings (account.py): a name shown beside the username, and a picture's storage key
+    # (square, re-encoded); None shows the username and the initials.
+    display_name: Mapped[str | None] = mapped_column(String(50), default=None)
+    avatar_key: Mapped[str | None] = mapped_column(String(128), default=None)
     # The signed-in session (UserSession id) this object was loaded for: set by the login
     # and by the user loader, never stored on the row.
     session_key = None
+    session_last_seen = None
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
@@ -95,6 +100,30 @@ class User(UserMixin, db.Model):
         return user
 
     @classmethod
+    def any_exist(cls) -> bool:
+        """Whether anyone has an account yet (bots aside): else the next one is the first."""
+        return db.session.scalar(select(cls.id).where(cls.is_bot.is_(False)).limit(1)) is not None
+
+    @classmethod
+    def admin_exists(cls) -> bool:
+        """Whether some active person administers this server."""
+        return db.session.scalar(
+            select(cls.id).where(cls.is_admin.is_(True), cls.active.is_(True),
+                                 cls.is_bot.is_(False)).limit(1)
+        ) is not None
+
+    def end_other_sessions(self, keep: str | None) -> list[str]:
+        """End every session of this user but `keep`; their keys (the caller commits, then
+        publishes events.session_ended for each, so their sockets close on every worker)."""
+        keys = list(db.session.scalars(
+            select(UserSession.id).where(UserSession.user_id == self.id,
+                                         UserSession.id != (keep or ""))
+        ))
+        if keys:
+            db.session.execute(delete(UserSession).where(UserSession.id.in_(keys)))
+        return keys
+
+    @classmethod
     def register(cls, username: str, password: str) -> User:
         """Create an account and give it a seat in the public room, read up to now.
 
@@ -110,6 +139,11 @@ class User(UserMixin, db.Model):
         )
         db.session.flush()
         return user
+
+    @property
+    def shown_name(self) -> str:
+        """The display name, else the username."""
+        return self.display_name or self.username
 
     @property
     def initials(self) -> str:
@@ -140,6 +174,9 @@ class User(UserMixin, db.Model):
         self.is_admin = False
 
 
+TOUCH_EVERY = timedelta(minutes=1)
+
+
 class UserSession(db.Model):
     """One signed-in browser: what logging out ends, on the server, for good."""
 
@@ -150,14 +187,22 @@ class UserSession(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+    # Shown in Settings → Sessions: the browser that logged in, from where, and when it
+    # was last seen (touched at most once a minute: see touch()).
+    user_agent: Mapped[str] = mapped_column(String(512), default="", server_default="")
+    address: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
 
     @classmethod
-    def start(cls, user: User, lifetime: timedelta) -> UserSession:
+    def start(cls, user: User, lifetime: timedelta, user_agent: str = "",
+              address: str = "") -> UserSession:
         """Open a session for the user, valid for `lifetime` (the caller commits)."""
         now = utcnow()
         # Each login sweeps the user's expired records, so they do not pile up.
         db.session.execute(delete(cls).where(cls.user_id == user.id, cls.expires_at <= now))
-        record = cls(id=secrets.token_urlsafe(32), user_id=user.id, expires_at=now + lifetime)
+        record = cls(id=secrets.token_urlsafe(32), user_id=user.id, expires_at=now + lifetime,
+                     user_agent=(user_agent or "")[:512], address=(address or "")[:64],
+                     last_seen_at=now)
         db.session.add(record)
         user.session_key = record.id
         return record
@@ -179,17 +224,40 @@ class UserSession(db.Model):
         if not 0 < user_id <= MAX_ID or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
             return None
         row = db.session.execute(
-            select(User, UserSession.expires_at)
+            select(User, UserSession.expires_at, UserSession.last_seen_at)
             .join(UserSession, UserSession.user_id == User.id)
             .where(UserSession.id == key, User.id == user_id)
         ).first()
         if row is None:
             return None
-        user, expires_at = row
-        if user.session_epoch != epoch or not user.active or expires_at <= utcnow():
+        user, expires_at, last_seen = row
+        now = utcnow()
+        if user.session_epoch != epoch or not user.active or expires_at <= now:
             return None
         user.session_key = key
+        user.session_last_seen = last_seen
         return user
+
+    @staticmethod
+    def touch(session_key: str, last_seen: datetime | None) -> bool:
+        """Note that this session was seen now, at most once a minute (one UPDATE then,
+        none in between); True when it wrote (the caller commits)."""
+        now = utcnow()
+        if last_seen is not None and now - last_seen < TOUCH_EVERY:
+            return False
+        db.session.execute(
+            update(UserSession).where(UserSession.id == session_key).values(last_seen_at=now)
+        )
+        return True
+
+    @staticmethod
+    def of_user(user_id: int) -> list[UserSession]:
+        """A user's live sessions, most recently seen first."""
+        return list(db.session.scalars(
+            select(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.expires_at > utcnow())
+            .order_by(UserSession.last_seen_at.desc(), UserSession.created_at.desc())
+        ))
 
 
 class AuditEntry(db.Model):
