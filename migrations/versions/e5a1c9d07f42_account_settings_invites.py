@@ -1,7 +1,7 @@
 """account: display name and avatar, where each session is, and invite links
 
 Revision ID: e5a1c9d07f42
-Revises: c4d81e6b3a20
+Revises: e5a1c9d2f7b3
 Create Date: 2026-12-03 15:20:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e5a1c9d07f42'
-down_revision = 'c4d81e6b3a20'
+down_revision = 'e5a1c9d2f7b3'
 branch_labels = None
 depends_on = None
 
