@@ -225,3 +225,4 @@ def audit():
 
 
 from . import admin_bots  # noqa: E402,F401 - the Bots pages, on this blueprint
+from . import admin_invites  # noqa: E402,F401 - the Invites pages, on this blueprint

@@ -13,6 +13,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from limits import parse as parse_limit
@@ -22,7 +23,8 @@ from wtforms.validators import EqualTo, InputRequired, Length, Regexp, Validatio
 
 from . import ratelimit
 from .extensions import limiter, login_manager
-from .models import USERNAME_RE, User, UserSession, db
+from .models import USERNAME_RE, Invite, User, UserSession, db
+from .models.invites import EXPIRED, REVOKED, UNKNOWN, USED_UP
 from .realtime import events
 from .text import Encodable
 from .views import safe_next
@@ -105,31 +107,74 @@ def _start_session(user: User, remember: bool) -> None:
     """Log the user in with a fresh session (no fixation of an earlier one)."""
     session.clear()
     # The record is what the cookies name (User.get_id): logging out deletes it.
-    UserSession.start(user, current_app.config["SESSION_LIFETIME"])
+    UserSession.start(user, current_app.config["SESSION_LIFETIME"],
+                      user_agent=request.user_agent.string, address=request.remote_addr or "")
     db.session.commit()
     login_user(user, remember=remember)
     session.permanent = remember
 
 
+def _invite_problem(invite) -> str:
+    """Why an invite link cannot be used, said to the person holding it."""
+    reason = invite.problem if invite is not None else UNKNOWN
+    return {
+        REVOKED: _("This invite link was revoked. Ask an administrator for a new one."),
+        EXPIRED: _("This invite link has expired. Ask an administrator for a new one."),
+        USED_UP: _("This invite link has been used as often as it may. Ask an administrator "
+                   "for a new one."),
+    }.get(reason, _("This invite link is not valid. Check that you copied all of it, or ask "
+                    "an administrator for a new one."))
+
+
 @bp.route("/register/", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["REGISTER_RATE"], methods=["POST"])
 def register():
-    """Create an account and start chatting."""
+    """Create an account and start chatting (the first one on a fresh install administers it).
+
+    CHATAPP_REGISTRATION decides who may: anyone (open), the holder of an administrator's
+    invite link (invite), or nobody (closed). The first account of a fresh install can
+    always be made, so that setting up needs no command line.
+    """
     if current_user.is_authenticated:
         return redirect(url_for("chat.index"))
+    first_run = not User.any_exist()
+    mode = current_app.config["REGISTRATION"]
+    token = request.values.get("invite", "")
+    invite = None
+    if not first_run and mode == "closed":
+        status = 403 if request.method == "POST" else 200
+        return render_template("auth/register.html", form=None, closed=True), status
+    if not first_run and mode == "invite":
+        invite = Invite.by_token(token)
+        if invite is None or invite.problem:
+            status = 403 if request.method == "POST" or token else 200
+            error = _invite_problem(invite) if token else _(
+                "Registration on this server is by invitation. Ask an administrator for "
+                "an invite link.")
+            return render_template("auth/register.html", form=None, error=error), status
     form = RegisterForm()
     if form.validate_on_submit():
         try:
             user = User.register(form.username.data, form.password.data)
+            if first_run and not User.admin_exists():
+                user.promote()  # the first person on a fresh install runs it
+            if invite is not None and not invite.use():  # its last use went meanwhile
+                db.session.rollback()
+                return render_template("auth/register.html", form=None,
+                                       error=_invite_problem(Invite.by_token(token))), 403
             db.session.commit()
         except IntegrityError:  # someone took the name between the check and the insert
             db.session.rollback()
             form.username.errors.append(TAKEN)
         else:
+            if invite is not None:
+                log.info("user %s registered with invite %s", user.id, invite.id)
+            events.person_joined(user.id)  # other people's sidebars list them now
             _start_session(user, remember=False)
             return redirect(url_for("chat.index"))
     status = 400 if request.method == "POST" else 200
-    return render_template("auth/register.html", form=form), status
+    return render_template("auth/register.html", form=form, first_run=first_run,
+                           invite_token=token if invite is not None else ""), status
 
 
 class LoginAttempt:
@@ -203,7 +248,8 @@ def login():
     if len(form.username.data or "") > LOGIN_NAME_MAX:
         form.username.data = ""  # refused unread: not echoed back either
     status = 400 if request.method == "POST" else 200
-    return render_template("auth/login.html", form=form, error=error), status
+    return render_template("auth/login.html", form=form, error=error,
+                           first_run=not User.any_exist()), status
 
 
 @bp.route("/logout", methods=["POST"])

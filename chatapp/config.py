@@ -22,6 +22,19 @@ def _int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+REGISTRATION_MODES = ("open", "invite", "closed")
+
+
+def _registration() -> str:
+    """CHATAPP_REGISTRATION: open (the default), invite or closed; anything else stops start-up."""
+    value = (os.environ.get("CHATAPP_REGISTRATION") or "open").strip().lower()
+    if value not in REGISTRATION_MODES:
+        raise ValueError(
+            f"CHATAPP_REGISTRATION must be one of {', '.join(REGISTRATION_MODES)}, not {value!r}"
+        )
+    return value
+
+
 def _secret_key(instance_path: str) -> str:
     """Return SECRET_KEY, or one generated on first run and kept in instance/."""
     if os.environ.get("SECRET_KEY"):
@@ -116,6 +129,10 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         # Seconds after sending during which an author may edit a message (0: never).
         "EDIT_WINDOW": _int("CHATAPP_EDIT_WINDOW", 15 * 60),
         "MAX_CONTENT_LENGTH": _int("CHATAPP_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        # Profile pictures (Settings): at most this many bytes uploaded.
+        "MAX_AVATAR_BYTES": _int("CHATAPP_MAX_AVATAR_BYTES", 2 * 1024 * 1024),
+        # Who may create an account: open, invite (by an admin's link) or closed.
+        "REGISTRATION": _registration(),
         "MAX_IMAGE_PIXELS": _int("CHATAPP_MAX_IMAGE_PIXELS", 40_000_000),
         # Messages older than this many days are deleted by `flask prune` (0: kept forever).
         "RETENTION_DAYS": _int("CHATAPP_RETENTION_DAYS", 0),

@@ -106,6 +106,19 @@ def process(stream, max_pixels: int) -> Processed:
         raise Refused(DAMAGED)
 
 
+def square_avatar(stream, max_pixels: int, side: int) -> bytes:
+    """A profile picture: the upload validated and re-encoded like any image (process),
+    then its first frame cropped to a centred square of `side` pixels, as PNG."""
+    processed = process(stream, max_pixels)
+    with Image.open(io.BytesIO(processed.original.data)) as im:
+        im.seek(0)
+        frame = im.convert("RGBA")
+    square = ImageOps.fit(frame, (side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    square.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
 def _decode_frames(im: Image.Image, max_pixels: int) -> tuple[list[Image.Image], list[int]]:
     """Every frame fully decoded, up to a frame limit that also bounds memory."""
     if not getattr(im, "is_animated", False):

@@ -36,17 +36,14 @@ class User(UserMixin, db.Model):
     api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True,
                                                       default=None)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
-<<<<<<< HEAD
-    # Settings (account.py): a name shown beside the username, and a picture's storage key
-    # (square, re-encoded); None shows the username and the initials.
-    display_name: Mapped[str | None] = mapped_column(String(50), default=None)
-    avatar_key: Mapped[str | None] = mapped_column(String(128), default=None)
-=======
     # Chosen language (a locale of chatapp.i18n.LANGUAGES) and IANA time zone; None: the
     # browser's Accept-Language, and UTC. Unknown values fall back the same way.
     language: Mapped[str | None] = mapped_column(String(16), default=None)
     time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
->>>>>>> i18n
+    # Settings (account.py): a name shown beside the username, and a picture's storage key
+    # (square, re-encoded); None shows the username and the initials.
+    display_name: Mapped[str | None] = mapped_column(String(50), default=None)
+    avatar_key: Mapped[str | None] = mapped_column(String(128), default=None)
     # The signed-in session (UserSession id) this object was loaded for: set by the login
     # and by the user loader, never stored on the row.
     session_key = None

@@ -53,6 +53,11 @@ def session_ended(user_id: int, session_key: str | None) -> None:
     publish({"type": "session_ended", "user_id": user_id, "session_key": session_key})
 
 
+def person_joined(user_id: int) -> None:
+    """Someone registered: the people list in everyone's open sidebars shows them."""
+    publish({"type": "person_joined", "user_id": user_id})
+
+
 def members_changed(conversation_id: int, member_ids, removed=()) -> None:
     """People joined, were added to, left or were removed from a room: their sidebars
     change, and whoever was removed loses the room's sockets on every process."""

@@ -300,6 +300,15 @@ class Hub(RoomEvents):
         for client in self.clients_of(event["user_id"]):
             client.close(POLICY_VIOLATION, "Account deactivated")
 
+    def _on_person_joined(self, event: dict) -> None:
+        # A new account: every connected person's sidebar may list them under People (the
+        # start-chat list). A render per connected user and page on screen, but only
+        # once per registration, which is rare and rate-limited.
+        with self._lock:
+            user_ids = [u for u in self.users if u != event["user_id"]]
+        for user_id in user_ids:
+            self._refresh_sidebar(user_id)
+
     def _on_session_ended(self, event: dict) -> None:
         # Logged out: the sockets of that session go now (the handshake refuses new ones);
         # the user's other sessions, elsewhere, stay.
