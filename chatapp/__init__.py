@@ -88,12 +88,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"),
         render_as_batch=True, include_object=search_index.schema_object,
     )
+    from flask_babel import gettext
+
     from . import i18n
 
     i18n.init_app(app)  # languages and time zones (Flask-Babel)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Log in to chat."
+    login_manager.login_message = i18n.N_("Log in to chat.")
+    login_manager.localize_callback = gettext  # flashed in the person's language
     login_manager.session_protection = "basic"
     csrf.init_app(app)
     limiter.init_app(app)
@@ -148,11 +151,13 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _register_error_pages(app: Flask) -> None:
     """Plain pages for errors that say what happened and what to do."""
+    from flask_babel import gettext as _, lazy_gettext as _l
+
     messages = {
-        400: "That request could not be understood.",
-        403: "You are not allowed to see this.",
-        404: "There is nothing here. It may never have existed, or it is not yours to see.",
-        413: "That file is too large.",
+        400: _l("That request could not be understood."),
+        403: _l("You are not allowed to see this."),
+        404: _l("There is nothing here. It may never have existed, or it is not yours to see."),
+        413: _l("That file is too large."),
     }
 
     from .api import json_error_page
@@ -161,10 +166,10 @@ def _register_error_pages(app: Flask) -> None:
         if request.path.startswith("/api/"):  # scripts read JSON errors, not pages
             return json_error_page(exc)
         code = getattr(exc, "code", 500)
-        message = messages.get(code, "Something went wrong.")
+        message = messages.get(code) or _("Something went wrong.")
         description = getattr(exc, "description", None)
         if code == 400 and description and "CSRF" in description:
-            message = "The form expired or was not sent by this site. Reload the page and try again."
+            message = _("The form expired or was not sent by this site. Reload the page and try again.")
         elif code == 400 and description and not description.startswith("The browser"):
             message = description
         return render_template("error.html", code=code, message=message), code

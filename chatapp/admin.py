@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+
+from .i18n import N_
 from datetime import timedelta
 
 from flask import (
@@ -29,17 +32,18 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 PAGE_SIZE = 50
 IMAGE_AUDIT_INTERVAL = timedelta(hours=1)  # one audit entry per image and admin this often
 MAX_PAGE = 10**6  # an offset past this many pages is refused as absent (page 1)
+# English, marked (N_) for translation where they are shown.
 ACTION_LABELS = {
-    "open_private_chat": "Opened a private chat",
-    "view_private_image": "Viewed a private or deleted image",
-    "read_private_messages": "Listed private messages",
-    "delete_message": "Deleted a message",
-    "deactivate": "Deactivated a user",
-    "reactivate": "Reactivated a user",
-    "promote": "Made a user an administrator",
-    "demote": "Took administration away",
-    "rename_room": "Renamed a room",
-    "delete_room": "Deleted a room",
+    "open_private_chat": N_("Opened a private chat"),
+    "view_private_image": N_("Viewed a private or deleted image"),
+    "read_private_messages": N_("Listed private messages"),
+    "delete_message": N_("Deleted a message"),
+    "deactivate": N_("Deactivated a user"),
+    "reactivate": N_("Reactivated a user"),
+    "promote": N_("Made a user an administrator"),
+    "demote": N_("Took administration away"),
+    "rename_room": N_("Renamed a room"),
+    "delete_room": N_("Deleted a room"),
 }
 
 
@@ -127,9 +131,9 @@ def delete_message(message_id: int):
         AuditEntry.record(current_user, "delete_message", conversation_id=message.conversation_id,
                           target_user_id=message.author_id, detail=f"message {message.id}")
         posting.delete(message, current_user, moderator=True)
-        flash(f"Deleted the message from {message.author.username}.")
+        flash(_("Deleted the message from %(name)s.", name=message.author.username))
     else:
-        flash("That message was already deleted.")
+        flash(_("That message was already deleted."))
     return redirect(safe_next(request.form.get("next")) if request.form.get("next")
                     else url_for("admin.messages"), 303)
 
@@ -202,14 +206,14 @@ def user_action(user_id: int, action: str):
     back = safe_next(request.form.get("next")) if request.form.get("next") else url_for(
         "admin.users")
     if user.id == current_user.id and action in ("deactivate", "demote"):
-        flash("You cannot do that to your own account; ask another administrator.", "error")
+        flash(_("You cannot do that to your own account; ask another administrator."), "error")
         return redirect(back, 303)
     verb(user)
     AuditEntry.record(current_user, action, target_user_id=user.id)
     db.session.commit()
     if action == "deactivate":
         events.user_deactivated(user.id)  # after the commit, like every event
-    flash(f"{ACTION_LABELS[action]}: {user.username}.")
+    flash(_("%(action)s: %(name)s.", action=_(ACTION_LABELS[action]), name=user.username))
     return redirect(back, 303)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+
+from .i18n import N_
 from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
@@ -11,9 +14,9 @@ from .admin import ACTION_LABELS, bp
 from .models import AuditEntry, User, db
 
 ACTION_LABELS.update({
-    "create_bot": "Created a bot",
-    "regenerate_bot_key": "Regenerated a bot's key",
-    "delete_bot": "Deleted a bot",
+    "create_bot": N_("Created a bot"),
+    "regenerate_bot_key": N_("Regenerated a bot's key"),
+    "delete_bot": N_("Deleted a bot"),
 })
 
 
@@ -47,7 +50,7 @@ def create_bot():
         db.session.commit()
     except IntegrityError:  # someone took the name between the check and the insert
         db.session.rollback()
-        return _page(400, error="That name is taken. Choose another.", name=name,
+        return _page(400, error=_("That name is taken. Choose another."), name=name,
                      webhook_url=webhook_url)
     return _page(key=key, key_bot=bot)
 
@@ -76,5 +79,5 @@ def delete_bot(bot_id: int):
     bots.remove(bot)
     AuditEntry.record(current_user, "delete_bot", target_user_id=bot.id)
     db.session.commit()
-    flash(f"Deleted the bot {bot.username}.")
+    flash(_("Deleted the bot %(name)s.", name=bot.username))
     return redirect(url_for("admin.bots_page"), 303)

@@ -6,6 +6,7 @@ published after the commit like every other change.
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 import logging
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -60,7 +61,7 @@ def rename_room(conversation_id: int):
     db.session.commit()
     posting.publish(event)
     events.room_changed(room.id, name, members)
-    flash(f"Renamed {old} to {name}.")
+    flash(_("Renamed %(old)s to %(new)s.", old=old, new=name))
     return redirect(url_for("admin.rooms"), 303)
 
 
@@ -99,5 +100,6 @@ def delete_room(conversation_id: int):
                              f"{len(image_ids)} images")
     db.session.commit()
     events.room_deleted(conversation_id, members)
-    flash(f"Deleted the room {name}, its {messages} messages and {len(image_ids)} images.")
+    flash(_("Deleted the room %(name)s, its %(messages)d messages and %(images)d images.",
+            name=name, messages=messages, images=len(image_ids)))
     return redirect(url_for("admin.rooms"), 303)

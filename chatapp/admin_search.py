@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _, lazy_gettext as _l
 from datetime import datetime, time, timedelta
 
 from flask_wtf import FlaskForm
@@ -29,7 +30,7 @@ class DayField(DateField):
         try:
             super().process_formdata(valuelist)
         except ValueError:
-            raise ValueError("Enter a date as YYYY-MM-DD.")
+            raise ValueError(_("Enter a date as YYYY-MM-DD."))
 
 
 class MessageSearchForm(FlaskForm):
@@ -38,28 +39,28 @@ class MessageSearchForm(FlaskForm):
     class Meta:
         csrf = False
 
-    q = StringField("Text", validators=[Optional(), Length(max=200)])
-    author = StringField("Author", validators=[Optional(), Length(max=32)])
-    conversation = StringField("Conversation", validators=[Optional(), Length(max=80)])
-    since = DayField("From", validators=[Optional()])
-    until = DayField("To", validators=[Optional()])
+    q = StringField(_l("Text"), validators=[Optional(), Length(max=200)])
+    author = StringField(_l("Author"), validators=[Optional(), Length(max=32)])
+    conversation = StringField(_l("Conversation"), validators=[Optional(), Length(max=80)])
+    since = DayField(_l("From"), validators=[Optional()])
+    until = DayField(_l("To"), validators=[Optional()])
 
     def validate_author(self, field):
         """Name an existing user."""
         name = (field.data or "").strip()
         if name and User.by_username(name) is None:
-            raise ValidationError(f"Nobody is called {name}; check the spelling.")
+            raise ValidationError(_("Nobody is called %(name)s; check the spelling.", name=name))
 
     def validate_conversation(self, field):
         """"Public room", or one or two member names of private chats."""
         for name in _conversation_names(field.data):
             if User.by_username(name) is None:
-                raise ValidationError(f"Nobody is called {name}; check the spelling.")
+                raise ValidationError(_("Nobody is called %(name)s; check the spelling.", name=name))
 
     def validate_until(self, field):
         """The range must not end before it starts."""
         if field.data and self.since.data and field.data < self.since.data:
-            raise ValidationError("The end date is before the start date; swap them.")
+            raise ValidationError(_("The end date is before the start date; swap them."))
 
     def filters(self) -> dict:
         """The filters in use, for links to further pages."""
@@ -121,7 +122,7 @@ def conversation_labels(conversations) -> dict[int, str]:
     ids = {i for c in conversations if c.is_direct for i in c.member_ids()}
     names = dict(db.session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
     return {
-        c.id: "Public room" if c.is_public
+        c.id: _("Public room") if c.is_public
         else f"#{c.name}" if c.is_room
         else " & ".join(names.get(i, "(gone)") for i in c.member_ids())
         for c in conversations

@@ -1,5 +1,6 @@
 """Accounts: register, log in, log out."""
 
+from flask_babel import gettext as _, lazy_gettext as _l
 import logging
 
 from flask import (
@@ -31,7 +32,7 @@ from .views import safe_next
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
-TAKEN = "That username is taken; choose another."
+TAKEN = _l("That username is taken; choose another.")
 # Longest login fields worth any work: names are at most 32 characters (longer ones still
 # cost a verification, so that their timing says nothing), passwords at most 256.
 LOGIN_NAME_MAX = 64
@@ -42,30 +43,30 @@ class RegisterForm(FlaskForm):
     """The registration form."""
 
     username = StringField(
-        "Username",
+        _l("Username"),
         validators=[
-            InputRequired("Choose a username."),
+            InputRequired(_l("Choose a username.")),
             Encodable(),
             Regexp(
                 USERNAME_RE,
-                message="Use 3 to 32 letters, digits, dots, dashes or underscores.",
+                message=_l("Use 3 to 32 letters, digits, dots, dashes or underscores."),
             ),
         ],
     )
     password = PasswordField(
-        "Password",
+        _l("Password"),
         validators=[
-            InputRequired("Choose a password."),
+            InputRequired(_l("Choose a password.")),
             Encodable(),
-            Length(min=8, max=PASSWORD_MAX, message="Use at least 8 characters (at most 256)."),
+            Length(min=8, max=PASSWORD_MAX, message=_l("Use at least 8 characters (at most 256).")),
         ],
     )
     confirm = PasswordField(
-        "Confirm password",
+        _l("Confirm password"),
         validators=[
-            InputRequired("Type the password again."),
+            InputRequired(_l("Type the password again.")),
             Encodable(),
-            EqualTo("password", message="The two passwords differ; type them again."),
+            EqualTo("password", message=_l("The two passwords differ; type them again.")),
         ],
     )
 
@@ -79,22 +80,22 @@ class LoginForm(FlaskForm):
     """The log-in form."""
 
     username = StringField(
-        "Username",
+        _l("Username"),
         validators=[
-            InputRequired("Enter your username."),
+            InputRequired(_l("Enter your username.")),
             Encodable(),
-            Length(max=LOGIN_NAME_MAX, message="Usernames are at most 32 characters."),
+            Length(max=LOGIN_NAME_MAX, message=_l("Usernames are at most 32 characters.")),
         ],
     )
     password = PasswordField(
-        "Password",
+        _l("Password"),
         validators=[
-            InputRequired("Enter your password."),
+            InputRequired(_l("Enter your password.")),
             Encodable(),
-            Length(max=PASSWORD_MAX, message="Passwords are at most 256 characters."),
+            Length(max=PASSWORD_MAX, message=_l("Passwords are at most 256 characters.")),
         ],
     )
-    remember = BooleanField("Keep me signed in")
+    remember = BooleanField(_l("Keep me signed in"))
 
 
 @login_manager.user_loader
@@ -237,14 +238,14 @@ def login():
         user = User.authenticate(form.username.data.strip(), form.password.data)
         if user is not None:
             if not user.active:
-                error = "This account has been deactivated. Ask an administrator."
+                error = _("This account has been deactivated. Ask an administrator.")
             else:
                 db.session.commit()  # keep a rehashed password
                 attempt.refund()
                 _start_session(user, remember=form.remember.data)
                 return redirect(safe_next(request.args.get("next")))
         else:
-            error = "Wrong username or password. Check both and try again."
+            error = _("Wrong username or password. Check both and try again.")
     if len(form.username.data or "") > LOGIN_NAME_MAX:
         form.username.data = ""  # refused unread: not echoed back either
     status = 400 if request.method == "POST" else 200
@@ -263,7 +264,7 @@ def logout():
     session.clear()
     # After the clear: logout_user() marks the remember cookie for deletion in the session.
     logout_user()
-    flash("You have logged out.")
+    flash(_("You have logged out."))
     return redirect(url_for("auth.login"))
 
 
@@ -273,10 +274,10 @@ def too_many_requests(exc):
         form = LoginForm()
         if len(form.username.data or "") > LOGIN_NAME_MAX:
             form.username.data = ""
-        error = "Too many failed attempts. Wait a few minutes, then try again."
+        error = _("Too many failed attempts. Wait a few minutes, then try again.")
         return render_template("auth/login.html", form=form, error=error), 429
     if request.endpoint == "auth.register":
         form = RegisterForm(formdata=None)
-        error = "Too many new accounts from your address. Try again later."
+        error = _("Too many new accounts from your address. Try again later.")
         return render_template("auth/register.html", form=form, error=error), 429
-    return render_template("error.html", code=429, message="Too many requests. Slow down."), 429
+    return render_template("error.html", code=429, message=_("Too many requests. Slow down.")), 429

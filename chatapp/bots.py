@@ -9,6 +9,7 @@ fast hash is enough), looked up by that digest and compared in constant time.
 
 from __future__ import annotations
 
+from flask_babel import force_locale, gettext as _
 import hashlib
 import hmac
 import secrets
@@ -41,27 +42,27 @@ def _new_key(bot: User) -> str:
 def name_problem(name: str) -> str | None:
     """What is wrong with a new bot's name, or None."""
     if not USERNAME_RE.match(name):
-        return "Bot names are 3 to 32 letters, digits, dots, dashes or underscores."
+        return _("Bot names are 3 to 32 letters, digits, dots, dashes or underscores.")
     if User.by_username(name) is not None:
-        return "That name is taken. Choose another."
+        return _("That name is taken. Choose another.")
     return None
 
 
 def webhook_problem(url: str) -> str | None:
     """What is wrong with a webhook URL as typed (addresses are checked when sending)."""
     if len(url) > MAX_WEBHOOK_CHARS:
-        return f"Webhook URLs can be at most {MAX_WEBHOOK_CHARS} characters."
+        return _("Webhook URLs can be at most %(limit)d characters.", limit=MAX_WEBHOOK_CHARS)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        return "That webhook URL could not be read."
+        return _("That webhook URL could not be read.")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "Webhook URLs start with http:// or https:// and name a host."
+        return _("Webhook URLs start with http:// or https:// and name a host.")
     if parts.username or parts.password:
-        return "Webhook URLs cannot carry a user name or password."
+        return _("Webhook URLs cannot carry a user name or password.")
     if any(ord(c) < 33 or ord(c) == 127 for c in url):
-        return "Webhook URLs cannot contain spaces or control characters."
+        return _("Webhook URLs cannot contain spaces or control characters.")
     return None
 
 
@@ -162,7 +163,8 @@ def webhook_jobs(message: Message, mentioned: list[int]) -> list[dict]:
     if not bots:
         return []
     body = message_json(message)
-    title = "Direct message" if direct else conversation.title_for(message.author)
+    with force_locale("en"):  # webhooks are read by programs: English, as the API
+        title = "Direct message" if direct else conversation.title_for(message.author)
     return [{
         "bot_id": bot_id,
         "message_id": message.id,

@@ -1,5 +1,6 @@
 """Chat pages and the HTML fragments they load: rooms, private chats, history, people."""
 
+from flask_babel import gettext as _
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -104,7 +105,7 @@ def history(conversation_id: int):
     conversation = member_conversation_or_404(conversation_id)
     before = id_arg("before")
     if before is None:
-        abort(400, "Say which message to load history before (?before=<id>).")
+        abort(400, _("Say which message to load history before (?before=<id>)."))
     messages = conversation.recent_messages(
         current_app.config["HISTORY_PAGE_SIZE"], before_id=before
     )

@@ -6,8 +6,8 @@ is their `time_zone` setting when it is a known IANA name, else UTC. Unknown val
 old setting, a hand-edited row, a strange header) fall back; they never break a page.
 
 Pushes are rendered outside the request of the person who receives them: `audience()`
-gives the (language, time zone) key of the current request or socket, and `rendering_as()`
-renders under a given key (realtime/hub.py renders once per key among the recipients).
+gives the "language time-zone" key of the current request or socket, and `rendering_as()`
+renders for a given key (realtime/hub.py renders once per key among the recipients).
 
 Catalogs: chatapp/translations/<locale>/LC_MESSAGES/messages.po is the source; the
 compiled .mo is built from it at start-up into the instance folder (`compile_catalogs`),
@@ -88,11 +88,18 @@ def _user():
     return current_user if current_user and current_user.is_authenticated else None
 
 
+def _machine_api() -> bool:
+    """The JSON API (/api/) is read by programs: its errors stay English, its times UTC."""
+    return has_request_context() and request.path.startswith("/api/")
+
+
 def select_locale() -> str:
     """Flask-Babel's locale selector: forced key, the person's setting, their browser, English."""
     forced = g.get("i18n_audience")
     if forced:
         return forced[0]
+    if _machine_api():
+        return DEFAULT_LANGUAGE
     user = _user()
     chosen = known_language(getattr(user, "language", None)) if user else None
     if chosen:
@@ -107,21 +114,16 @@ def select_time_zone() -> str:
     forced = g.get("i18n_audience")
     if forced:
         return forced[1]
+    if _machine_api():
+        return DEFAULT_TIME_ZONE
     user = _user()
     return known_time_zone(getattr(user, "time_zone", None)) or DEFAULT_TIME_ZONE
 
 
-def audience() -> tuple[str, str]:
-    """The (language, time zone) key of the current request: what its pushes render as."""
-    return select_locale(), select_time_zone()
-
-
-def audience_of(user, accept_languages=None) -> tuple[str, str]:
-    """The (language, time zone) key for a person, given their browser's Accept-Language."""
-    language = known_language(getattr(user, "language", None))
-    if not language:
-        language = from_accept_language(accept_languages or [])
-    return language, known_time_zone(getattr(user, "time_zone", None)) or DEFAULT_TIME_ZONE
+def audience() -> str:
+    """The audience key ("language time-zone") of the current request: a push rendered for
+    it reads right to everyone whose key is the same (realtime/hub.py groups by it)."""
+    return f"{select_locale()} {select_time_zone()}"
 
 
 def _forget_cached():
@@ -132,16 +134,19 @@ def _forget_cached():
 
 
 @contextmanager
-def rendering_as(key: tuple[str, str] | None):
-    """Render templates and format dates as the given (language, time zone) audience."""
+def rendering_as(key: str | None):
+    """Render templates and format dates for the given audience key (see audience())."""
     if key is None:
         yield
         return
+    language, _, zone_name = key.partition(" ")
+    forced = (known_language(language) or DEFAULT_LANGUAGE,
+              known_time_zone(zone_name) or DEFAULT_TIME_ZONE)
     previous = g.get("i18n_audience")
-    if previous == key:
+    if previous == forced:
         yield
         return
-    g.i18n_audience = key
+    g.i18n_audience = forced
     _forget_cached()
     try:
         yield
@@ -161,8 +166,8 @@ def _aware(value: datetime) -> datetime:
 
 
 def local(value: datetime) -> datetime:
-    """The moment in the viewer's time zone."""
-    return _aware(value).astimezone(get_timezone())
+    """The moment in the viewer's time zone (UTC outside a request or push)."""
+    return _aware(value).astimezone(get_timezone() or timezone.utc)
 
 
 def local_date(value: datetime) -> date:
@@ -170,35 +175,51 @@ def local_date(value: datetime) -> date:
     return local(value).date()
 
 
+# Patterns per language (CLDR syntax). English keeps the house formats (ISO-like dates in
+# tables, "Sunday 22 November 2026" over a day); Chinese uses its own order and 年月日.
+_PATTERNS = {
+    "en": {"when": "yyyy-MM-dd HH:mm", "when_seconds": "yyyy-MM-dd HH:mm:ss",
+           "day": "yyyy-MM-dd", "day_heading": "EEEE d MMMM y"},
+    "zh": {"when": "y年M月d日 HH:mm", "when_seconds": "y年M月d日 HH:mm:ss",
+           "day": "y年M月d日", "day_heading": "full"},
+}
+
+
+def _pattern(name: str) -> str:
+    locale = get_locale()
+    language = locale.language if locale is not None else DEFAULT_LANGUAGE
+    return _PATTERNS.get(language, _PATTERNS["en"])[name]
+
+
 def clock(value: datetime) -> str:
-    """A message's time of day: 14:05 in English, 14:05 in Chinese (short, 24-hour)."""
+    """A message's time of day in the viewer's zone: 14:05 (24-hour in both languages)."""
     return format_time(_aware(value), "HH:mm")
 
 
 def when(value: datetime) -> str:
-    """Date and minute (admin tables, search results), per locale."""
-    return format_datetime(_aware(value), "short")
+    """Date and minute (admin tables, search results) in the viewer's zone and language."""
+    return format_datetime(_aware(value), _pattern("when"))
 
 
 def when_seconds(value: datetime) -> str:
-    """Date and time to the second (audit log), per locale."""
-    return format_datetime(_aware(value), "medium")
+    """Date and time to the second (audit log)."""
+    return format_datetime(_aware(value), _pattern("when_seconds"))
 
 
 def day(value: datetime) -> str:
-    """A calendar day (creation dates in tables), per locale."""
-    return _babel_format_date(local(value).date(), "medium", locale=get_locale())
+    """A calendar day (creation dates in tables)."""
+    return _babel_format_date(local_date(value), _pattern("day"), locale=get_locale())
 
 
 def day_heading(value: datetime, today: date | None = None) -> str:
-    """A day separator: Today, Yesterday, or the full date, in the viewer's language."""
+    """A day separator: Today, Yesterday (今天, 昨天), or the full date."""
     shown = local_date(value)
     today = today or local_date(datetime.now(timezone.utc))
     if shown == today:
         return gettext("Today")
     if (today - shown).days == 1:
         return gettext("Yesterday")
-    return _babel_format_date(shown, "full", locale=get_locale())
+    return _babel_format_date(shown, _pattern("day_heading"), locale=get_locale())
 
 
 def html_lang() -> str:
@@ -259,3 +280,9 @@ def locale_display_name(code: str) -> str:
 def zone(name: str) -> ZoneInfo:
     """The ZoneInfo of a known name (callers check with known_time_zone first)."""
     return ZoneInfo(name)
+
+
+def N_(message: str) -> str:
+    """Mark a string for translation where it is defined (pybabel finds N_), and translate
+    it where it is shown (`_(label)` in a template): for English keys of lookup tables."""
+    return message

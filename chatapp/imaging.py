@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 import io
 import warnings
 from dataclasses import dataclass
@@ -32,15 +33,15 @@ class Refused(Refusal, ValueError):
     status = 422
 
 
-NOT_AN_IMAGE = "That file is not an image. Attach a PNG, JPEG, GIF or WebP picture."
-DAMAGED = "That image is damaged or incomplete. Save it again and attach the new file."
+NOT_AN_IMAGE = _l("That file is not an image. Attach a PNG, JPEG, GIF or WebP picture.")
+DAMAGED = _l("That image is damaged or incomplete. Save it again and attach the new file.")
 
 
 def too_many_pixels(limit: int) -> str:
-    return (
-        f"That image is too large: at most {limit / 1_000_000:g} megapixels. "
-        "Make it smaller and try again."
-    )
+    # Lazy: checked in a worker thread, read in the request (in its person's language).
+    megapixels = f"{limit / 1_000_000:g}"
+    return _l("That image is too large: at most %(megapixels)s megapixels. "
+              "Make it smaller and try again.", megapixels=megapixels)
 
 
 @dataclass

@@ -6,6 +6,7 @@ the message up through its conversation's membership, so a stranger gets 404.
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 import re
 
 from flask import Blueprint, abort, current_app, render_template, request
@@ -168,7 +169,7 @@ def newer(conversation_id: int):
     conversation = member_conversation_or_404(conversation_id)
     after = id_arg("after")
     if after is None:
-        abort(400, "Say which message to load messages after (?after=<id>).")
+        abort(400, _("Say which message to load messages after (?after=<id>)."))
     size = current_app.config["HISTORY_PAGE_SIZE"]
     found = Message.after(conversation.id, size + 1, after_id=after)
     return render_template("partials/_history.html", conversation=conversation,

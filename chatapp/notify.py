@@ -8,10 +8,13 @@ member), NOTHING. The conversation stays readable at every level; only counting 
 
 from __future__ import annotations
 
+from .i18n import N_
+
 EVERY = "all"
 MENTIONS = "mentions"
 NOTHING = "none"
-LEVELS = {EVERY: "Every message", MENTIONS: "Mentions only", NOTHING: "Nothing"}
+# English, marked (N_) for translation where they are shown.
+LEVELS = {EVERY: N_("Every message"), MENTIONS: N_("Mentions only"), NOTHING: N_("Nothing")}
 
 
 def counts(level: str, user_id: int, event: dict) -> bool:

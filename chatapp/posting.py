@@ -8,19 +8,20 @@ commit, and only then publish the event.
 
 from __future__ import annotations
 
+from flask_babel import gettext as _, lazy_gettext as _l, ngettext
 import uuid
 from datetime import timedelta
 
 from flask import current_app, render_template
 from sqlalchemy import select
 
-from . import bots, formatting, metrics, ratelimit, storage, webhooks
+from . import bots, formatting, i18n, metrics, ratelimit, storage, webhooks
 from .extensions import db
 from .models import REACTIONS, Conversation, Image, Mention, Message, Reaction, User, utcnow
 from .realtime.current import get
 from .text import blank, encodable
 
-TOO_FAST = "You are sending messages too fast. Wait a moment, then send again."
+TOO_FAST = _l("You are sending messages too fast. Wait a moment, then send again.")
 
 
 class Refusal(Exception):
@@ -44,17 +45,28 @@ def client_id(value, noun: str = "message") -> str:
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:
-        raise Refusal(f"That {noun} could not be read. Reload the page and try again.")
+        raise Refusal(_("That upload could not be read. Reload the page and try again.")
+                      if noun == "upload" else
+                      _("That message could not be read. Reload the page and try again."))
 
 
 def text_problem(text: str, limit: int, noun: str = "Messages") -> str | None:
     """What is wrong with a message's (stripped) text for storing it, or None."""
+    captions = noun == "Captions"
     if not encodable(text):  # a lone surrogate from JSON: no database can store it
-        return f"{noun} cannot contain broken characters (lone surrogates). Remove them."
+        return (_("Captions cannot contain broken characters (lone surrogates). Remove them.")
+                if captions else
+                _("Messages cannot contain broken characters (lone surrogates). Remove them."))
     if len(text) > limit:
-        return f"{noun} can be at most {limit} characters; yours has {len(text)}. Shorten it."
+        if captions:
+            return _("Captions can be at most %(limit)d characters; yours has %(length)d. "
+                     "Shorten it.", limit=limit, length=len(text))
+        return _("Messages can be at most %(limit)d characters; yours has %(length)d. "
+                 "Shorten it.", limit=limit, length=len(text))
     if "\x00" in text:  # PostgreSQL cannot store it, and no one types it
-        return f"{noun} cannot contain NUL characters. Remove them and send again."
+        return (_("Captions cannot contain NUL characters. Remove them and send again.")
+                if captions else
+                _("Messages cannot contain NUL characters. Remove them and send again."))
     return None
 
 
@@ -62,7 +74,7 @@ def message_text(body: str) -> str:
     """The text of a message to store: stripped, not empty, within the limits."""
     body = body.strip()
     if blank(body):  # zero-width and other invisible characters alone look empty
-        raise Refusal("Type a message first.")
+        raise Refusal(_("Type a message first."))
     problem = text_problem(body, current_app.config["MAX_MESSAGE_CHARS"])
     if problem:
         raise Refusal(problem)
@@ -90,7 +102,7 @@ def check_rate(user_id: int) -> None:
 def check_member(conversation: Conversation, user: User) -> None:
     """Refuse a post to a room the sender is no longer in (removed, left) as absent."""
     if conversation.is_room and not conversation.is_member(user):
-        raise Refusal("You are not in this room any more. Reload the page.", 404)
+        raise Refusal(_("You are not in this room any more. Reload the page."), 404)
 
 
 def post(conversation: Conversation, author: User, body: str, client_id: str,
@@ -126,7 +138,7 @@ def stage_system(conversation: Conversation, actor: User, text: str) -> dict:
     A membership change and the line that tells of it are one transaction: nobody sees
     one without the other.
     """
-    message, _ = Message.post(conversation, actor, text, new_client_id(), system=True)
+    message, _created = Message.post(conversation, actor, text, new_client_id(), system=True)
     return message_event(message)
 
 
@@ -179,7 +191,7 @@ def render_body(message: Message, replace: bool = False) -> list[int]:
 def _own(message: Message | None, user: User) -> Message:
     """The message if this user wrote it and it is shown; otherwise a 404 (as if absent)."""
     if message is None or message.deleted_at is not None or message.author_id != user.id:
-        raise Refusal("That message is not there, or it is not yours.", 404)
+        raise Refusal(_("That message is not there, or it is not yours."), 404)
     return message
 
 
@@ -189,8 +201,11 @@ def edit(message: Message | None, user: User, body: str) -> Message:
     window = current_app.config["EDIT_WINDOW"]
     if utcnow() - message.created_at > timedelta(seconds=window):
         minutes = max(1, window // 60)
-        raise Refusal(f"Messages can be edited for {minutes} minutes after sending; "
-                      "this one can no longer be changed. Delete it and send a new one.", 403)
+        raise Refusal(ngettext(
+            "Messages can be edited for %(num)d minute after sending; this one can no "
+            "longer be changed. Delete it and send a new one.",
+            "Messages can be edited for %(num)d minutes after sending; this one can no "
+            "longer be changed. Delete it and send a new one.", minutes), 403)
     if message.image is not None:
         body = caption_text(body)
     else:
@@ -225,7 +240,7 @@ def delete(message: Message | None, user: User, moderator: bool = False) -> Mess
     """
     if moderator:
         if message is None or message.deleted_at is not None:
-            raise Refusal("That message was already deleted.", 404)
+            raise Refusal(_("That message was already deleted."), 404)
     else:
         message = _own(message, user)
     previous = message.previous()
@@ -257,9 +272,9 @@ def react(message: Message | None, user: User, emoji: str) -> bool:
     The caller has checked that the user may see the message's conversation.
     """
     if message is None or message.deleted_at is not None:
-        raise Refusal("That message is not there.", 404)
+        raise Refusal(_("That message is not there."), 404)
     if emoji not in REACTIONS:
-        raise Refusal("Pick one of the reactions offered.")
+        raise Refusal(_("Pick one of the reactions offered."))
     check_rate(user.id)
     added = Reaction.toggle(message, user, emoji)
     event = {
@@ -277,6 +292,10 @@ def react(message: Message | None, user: User, emoji: str) -> bool:
 
 def publish(event: dict) -> None:
     """Send an event to every process's hub (this one included), after the commit."""
+    if event.get("html") is not None:
+        # Whom the rendered push reads right for; the hub renders it again only for the
+        # other (language, time zone) groups among its sockets.
+        event.setdefault("audience", i18n.audience())
     metrics.published(event)  # counts it, and stamps the time for the backplane lag
     get().backplane.publish(event)
 

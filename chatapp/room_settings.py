@@ -6,6 +6,7 @@ is one transaction with its system line, and its events are published after the 
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from flask import abort, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +40,7 @@ def _settings_page(room: Conversation, error: str | None = None, status: int = 2
         "rooms/settings.html", room=room, error=error, notice=notice,
         members=room_members(room) if room.is_room else [],
         level=seat.notify if seat else notify.EVERY, levels=notify.LEVELS,
-        may_manage=room.may_manage(current_user), title=f"{room.title_for(current_user)} settings",
+        may_manage=room.may_manage(current_user), title=_("%(name)s settings", name=room.title_for(current_user)),
         sidebar=sidebar_context(current_user, None),
     ), status
 
@@ -50,7 +51,7 @@ def rename(conversation_id: int):
     """Rename a room (its creator or an administrator); shown live to its members."""
     room = room_or_404(conversation_id)
     if not room.may_manage(current_user):
-        return _settings_page(room, "Only the room's creator or an administrator can rename it.", 403)
+        return _settings_page(room, _("Only the room's creator or an administrator can rename it."), 403)
     try:
         name = room_name(request.form.get("name"), room)
     except Invalid as problem:
@@ -62,7 +63,7 @@ def rename(conversation_id: int):
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        return _settings_page(room, f"A room called “{name}” already exists. Choose another name.", 400)
+        return _settings_page(room, _("A room called “%(name)s” already exists. Choose another name.", name=name), 400)
     event = posting.stage_system(room, current_user, f"{current_user.username} renamed the room to {name}")
     members = room.member_ids()
     db.session.commit()
@@ -79,7 +80,7 @@ def add_people(conversation_id: int):
     try:
         people = people_named(request.form.getlist("people"), room)
         if not people:
-            raise Invalid("Choose someone to add first.")
+            raise Invalid(_("Choose someone to add first."))
     except Invalid as problem:
         return _settings_page(room, str(problem), 400)
     for person in people:
@@ -98,13 +99,13 @@ def remove(conversation_id: int, user_id: int):
     """Remove a member (creator or admin): their pages of the room close, on any worker."""
     room = room_or_404(conversation_id)
     if not room.may_manage(current_user):
-        return _settings_page(room, "Only the room's creator or an administrator can remove people.", 403)
+        return _settings_page(room, _("Only the room's creator or an administrator can remove people."), 403)
     person = db.session.get(User, user_id)
     if person is None or not room.is_member(person):
-        return _settings_page(room, "That person is not in this room.", 404)
+        return _settings_page(room, _("That person is not in this room."), 404)
     if room.member_count() <= 1:
-        return _settings_page(room, f"{person.username} is the room's last member; a room "
-                              "needs at least one. An administrator can delete the room.", 400)
+        return _settings_page(room, _("%(name)s is the room's last member; a room needs at least one. "
+                                "An administrator can delete the room.", name=person.username), 400)
     room.remove_member(person.id)
     text = (f"{person.username} left" if person.id == current_user.id
             else f"{current_user.username} removed {person.username}")
@@ -123,8 +124,8 @@ def leave(conversation_id: int):
     """Leave a room; an open one can be joined again from Browse rooms."""
     room = room_or_404(conversation_id)
     if room.members_only and room.member_count() <= 1:
-        return _settings_page(room, "You are the last member of this members-only room; "
-                              "add someone first, or ask an administrator to delete it.", 400)
+        return _settings_page(room, _("You are the last member of this members-only room; add someone "
+                                "first, or ask an administrator to delete it."), 400)
     room.remove_member(current_user.id)
     event = posting.stage_system(room, current_user, f"{current_user.username} left")
     db.session.commit()
@@ -140,7 +141,7 @@ def set_notify(conversation_id: int):
     room = _settings_room(conversation_id)
     level = request.form.get("level")
     if level not in notify.LEVELS:
-        return _settings_page(room, "Choose Every message, Mentions only or Nothing.", 400)
+        return _settings_page(room, _("Choose Every message, Mentions only or Nothing."), 400)
     seat = room.membership_of(current_user.id)
     if seat is None:  # the public room, for an account made before seats existed
         seat = room._seat(current_user.id)

@@ -8,6 +8,7 @@ published only after the commit.
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -45,19 +46,19 @@ def room_name(raw: str | None, room: Conversation | None = None) -> str:
     """A room name as stored: trimmed, 1-50 visible characters, free (ignoring case)."""
     name = (raw or "").strip()
     if not encodable(name):
-        raise Invalid("That name holds a broken character. Remove it and try again.")
+        raise Invalid(_("That name holds a broken character. Remove it and try again."))
     if blank(name):
-        raise Invalid("Give the room a name (spaces alone are not one).")
+        raise Invalid(_("Give the room a name (spaces alone are not one)."))
     if any(not ch.isprintable() for ch in name):
-        raise Invalid("Room names cannot contain control characters or line breaks.")
+        raise Invalid(_("Room names cannot contain control characters or line breaks."))
     if len(name) > ROOM_NAME_MAX:
-        raise Invalid(f"Room names can be at most {ROOM_NAME_MAX} characters; "
-                      f"yours has {len(name)}. Shorten it.")
+        raise Invalid(_("Room names can be at most %(limit)d characters; yours has "
+                        "%(length)d. Shorten it.", limit=ROOM_NAME_MAX, length=len(name)))
     if name.lower() in RESERVED_NAMES:
-        raise Invalid(f"“{name}” is the public room's name. Choose another.")
+        raise Invalid(_("“%(name)s” is the public room's name. Choose another.", name=name))
     taken = Conversation.by_name(name)
     if taken is not None and taken is not room:
-        raise Invalid(f"A room called “{taken.name}” already exists. Choose another name.")
+        raise Invalid(_("A room called “%(name)s” already exists. Choose another name.", name=taken.name))
     return name
 
 
@@ -70,17 +71,17 @@ def people_named(names: list[str], room: Conversation | None = None) -> list[Use
             continue
         key = name.lower()
         if key in seen:
-            raise Invalid(f"{name} is listed twice. Add each person once.")
+            raise Invalid(_("%(name)s is listed twice. Add each person once.", name=name))
         seen.add(key)
         person = User.by_username(name) if encodable(name) else None
         if person is None:
-            raise Invalid(f"Nobody is called “{name}”. Pick people from the suggestions.")
+            raise Invalid(_("Nobody is called “%(name)s”. Pick people from the suggestions.", name=name))
         if not person.active:
-            raise Invalid(f"{person.username}'s account is deactivated; they cannot be added.")
+            raise Invalid(_("%(name)s's account is deactivated; they cannot be added.", name=person.username))
         if person.id == current_user.id and room is None:
-            raise Invalid("You are in the room already; add other people.")
+            raise Invalid(_("You are in the room already; add other people."))
         if room is not None and room.is_member(person):
-            raise Invalid(f"{person.username} is already in this room.")
+            raise Invalid(_("%(name)s is already in this room.", name=person.username))
         found.append(person)
     return found
 
@@ -114,12 +115,12 @@ def new():
         name = room_name(request.form.get("name"))
         people = people_named(chosen) if members_only else []
         if not ratelimit.hit(current_app.config["ROOM_RATE"], "rooms", str(current_user.id)):
-            raise TooMany("You have created too many rooms lately. Wait a while, then try again.")
+            raise TooMany(_("You have created too many rooms lately. Wait a while, then try again."))
         room = Conversation.create_room(name, members_only, current_user, people)
     except IntegrityError:  # the same name, created a moment ago by someone else
         db.session.rollback()
-        return _new_form(f"A room called “{request.form.get('name', '').strip()}” already "
-                         "exists. Choose another name.", 400)
+        return _new_form(_("A room called “%(name)s” already exists. Choose another name.",
+                           name=request.form.get("name", "").strip()), 400)
     except Invalid as problem:
         return _new_form(str(problem), problem.status)
     events_out = [posting.stage_system(room, current_user, f"{current_user.username} created this room")]
@@ -137,7 +138,7 @@ def _new_form(error: str | None = None, status: int = 200):
     """The New room form, keeping what was typed and chosen."""
     chosen = _chosen_people(request.form.getlist("people")) if request.method == "POST" else []
     return render_template(
-        "rooms/new.html", error=error, chosen=chosen, title="New room",
+        "rooms/new.html", error=error, chosen=chosen, title=_("New room"),
         name=request.form.get("name", ""), members_only=bool(request.form.get("members_only")),
         sidebar=sidebar_context(current_user, None),
     ), status
@@ -183,7 +184,7 @@ def browse():
     mine = set(db.session.scalars(
         select(Membership.conversation_id).where(Membership.user_id == current_user.id)))
     return render_template("rooms/browse.html", rooms=Conversation.open_rooms(), mine=mine,
-                           title="Browse rooms", sidebar=sidebar_context(current_user, None))
+                           title=_("Browse rooms"), sidebar=sidebar_context(current_user, None))
 
 
 @bp.post("/c/<int:conversation_id>/join")

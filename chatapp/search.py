@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from urllib.parse import urlencode
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
@@ -124,7 +125,7 @@ def find(query, user: User | None, before: int | None, limit: int = PAGE_SIZE):
         for name in query.authors:
             person = User.by_username(name) if encodable(name) else None
             if person is None:
-                notes.append(f"Nobody is called {name}; check the spelling.")
+                notes.append(_("Nobody is called %(name)s; check the spelling.", name=name))
             else:
                 authors.append(person.id)
     if authors is not None and not authors:
@@ -168,14 +169,14 @@ def search():
     """Search every message the person may read; newest first, 20 a page."""
     raw = request.args.get("q", "")
     if not encodable(raw):
-        abort(400, "Searches cannot contain broken characters (lone surrogates). Remove them.")
+        abort(400, _("Searches cannot contain broken characters (lone surrogates). Remove them."))
     query = parse(raw)
     before = id_arg("before")
     messages, more, notes, patterns = [], False, [], []
     if query.problem:
         notes.append(query.problem)
     elif query.text and query.empty:
-        notes.append("Type a word to search for: symbols alone match nothing.")
+        notes.append(_("Type a word to search for: symbols alone match nothing."))
     elif not query.empty:
         messages, more, notes = find(query, current_user, before)
         patterns = highlight_patterns(query.terms)
@@ -194,7 +195,7 @@ def search():
         older=older,
         recent=RecentSearch.of(current_user.id),
         message_url=message_url,
-        title="Search",
+        title=_("Search"),
         sidebar=sidebar_context(current_user, None),
     )
 

@@ -15,6 +15,7 @@ unquoted: a token is only ever letters and digits.
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ def parse(text: str) -> Query:
     text = (text or "").replace("\x00", "").strip()
     query = Query(text=text[:MAX_QUERY_CHARS])
     if len(text) > MAX_QUERY_CHARS:
-        query.problem = f"Searches can be at most {MAX_QUERY_CHARS} characters; shorten yours."
+        query.problem = _("Searches can be at most %(limit)d characters; shorten yours.",
+                          limit=MAX_QUERY_CHARS)
         return query
     for quoted, bare in PARTS.findall(text):
         if bare:
@@ -140,7 +142,7 @@ def parse(text: str) -> Query:
         if found is not None and found not in query.terms:
             query.terms.append(found)
     if len(query.terms) > MAX_TERMS:
-        query.problem = f"Use at most {MAX_TERMS} words or phrases in one search."
+        query.problem = _("Use at most %(limit)d words or phrases in one search.", limit=MAX_TERMS)
     return query
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 import unicodedata
 
 from wtforms.validators import StopValidation
@@ -12,7 +13,7 @@ BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 # Format characters (zero-width space, joiners, word joiner, BOM, direction marks: Cf),
 # spaces (Zs), line and paragraph separators (Zl, Zp) and control characters (Cc).
 INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Zl", "Zp", "Cc"})
-UNENCODABLE = "That text holds a broken character (a lone surrogate). Remove it and try again."
+UNENCODABLE = _l("That text holds a broken character (a lone surrogate). Remove it and try again.")
 
 
 def encodable(text: str) -> bool:

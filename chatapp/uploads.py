@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _, lazy_gettext as _l
 import logging
 import os
 import secrets
@@ -48,13 +49,13 @@ def too_large(exc):
         size = f"{limit / (1024 * 1024):.3g} MB"
     else:
         size = f"{limit / 1024:.3g} KB"
-    return _refuse(f"That file is too large: images can be at most {size}. Attach a smaller one.", 413)
+    return _refuse(_("That file is too large: images can be at most %(size)s. Attach a smaller one.", size=size), 413)
 
 
 @bp.errorhandler(CSRFError)
 def csrf_failed(exc):
     """A forged or expired form: nothing is stored."""
-    return _refuse("Your session has changed. Reload the page to send images.", 400)
+    return _refuse(_("Your session has changed. Reload the page to send images."), 400)
 
 
 @bp.post("/c/<int:conversation_id>/images")
@@ -67,7 +68,7 @@ def upload(conversation_id: int):
         caption = posting.caption_text(request.form.get("body", ""))
         upload = request.files.get("image")
         if upload is None or _size(upload.stream) == 0:
-            raise Refusal("Choose an image to attach first.")
+            raise Refusal(_("Choose an image to attach first."))
         sent = db.session.scalar(
             select(Message).where(
                 Message.author_id == current_user.id, Message.client_id == client_id
@@ -119,7 +120,7 @@ def _caught(fn, *args):
         return True, exc
 
 
-STORE_DOWN = "Images cannot be stored right now. Try again in a minute; text messages still work."
+STORE_DOWN = _l("Images cannot be stored right now. Try again in a minute; text messages still work.")
 
 
 def _yield_to_the_loop() -> None:

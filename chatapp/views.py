@@ -5,6 +5,7 @@ A plain module, not a blueprint: chat, admin, auth and the socket route all use 
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 import logging
 from urllib.parse import urlsplit
 
@@ -184,7 +185,7 @@ def storage_unavailable():
     """503 for an image whose store cannot be read right now (never a 500)."""
     from flask import render_template
 
-    message = "Images cannot be loaded right now. Try again in a minute."
+    message = _("Images cannot be loaded right now. Try again in a minute.")
     response = current_app.make_response((render_template("error.html", code=503, message=message), 503))
     response.headers["Retry-After"] = "30"
     return response

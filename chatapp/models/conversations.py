@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 import secrets
 from datetime import datetime
 
@@ -248,11 +249,11 @@ class Conversation(db.Model):
         """What a page calls this conversation: "Public room", a room's name, or the
         other member's name."""
         if self.is_public:
-            return "Public room"
+            return gettext("Public room")
         if self.is_room:
             return self.name
         peer = peer or self.peer_of(user)
-        return peer.username if peer else "Private chat"
+        return peer.username if peer else gettext("Private chat")
 
     def recent_messages(self, limit: int, before_id: int | None = None) -> list[Message]:
         """Up to `limit` messages, oldest first, optionally older than `before_id`."""

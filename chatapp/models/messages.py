@@ -11,6 +11,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..i18n import local_date
 from ..extensions import db
 from .base import GROUP_GAP, utcnow
 
@@ -176,8 +177,9 @@ class Message(db.Model):
         )
 
     def starts_day(self, previous: Message | None) -> bool:
-        """Tell whether a day separator goes before this message."""
-        return previous is None or previous.created_at.date() != self.created_at.date()
+        """Tell whether a day separator goes before this message: days begin at midnight
+        in the viewer's time zone (the one being rendered for)."""
+        return previous is None or local_date(previous.created_at) != local_date(self.created_at)
 
 
 class _Statements:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..i18n import N_
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,12 +12,12 @@ from .messages import Message
 
 # The fixed set, in the order the picker shows it: emoji -> accessible name.
 REACTIONS = {
-    "👍": "Thumbs up",
-    "❤️": "Heart",
-    "😂": "Joy",
-    "🎉": "Party",
-    "👀": "Eyes",
-    "🙏": "Thanks",
+    "👍": N_("Thumbs up"),
+    "❤️": N_("Heart"),
+    "😂": N_("Joy"),
+    "🎉": N_("Party"),
+    "👀": N_("Eyes"),
+    "🙏": N_("Thanks"),
 }
 
 

@@ -17,7 +17,7 @@ from .reading import InlineReader
 from .current import EXTENSION, Realtime, get
 from .hub import Hub
 from .reads import ReadTracker
-from .sidebars import render_room, render_sidebars
+from .sidebars import render_push, render_room, render_sidebars
 
 __all__ = ["Realtime", "close_for_restart", "get", "init_app"]
 
@@ -42,7 +42,8 @@ def init_app(app) -> Realtime:
     app.config.setdefault("SOCK_SERVER_OPTIONS", {})["thread_class"] = InlineReader
     reads = ReadTracker(app, on_saved=events.reads_saved)
     hub = Hub(on_read=reads.mark, render_sidebars=render_sidebars, recount_unread=_recount_unread,
-              render_room=render_room, recount_mentions=_recount_mentions)
+              render_room=render_room, recount_mentions=_recount_mentions,
+              render_push=render_push)
     realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=reads)
     app.extensions[EXTENSION] = realtime
     return realtime

@@ -31,6 +31,8 @@ from wsproto.events import CloseConnection
 from .frames import TRY_AGAIN_LATER, Frame, negotiated_window_bits
 from .reading import Reading
 
+DEFAULT_AUDIENCE = "en UTC"  # chatapp.i18n's defaults, as an audience key
+
 log = logging.getLogger(__name__)
 
 try:  # gevent sockets take a per-call timeout; 0.0 means "never wait"
@@ -122,9 +124,13 @@ class Client(Reading):
     """
 
     def __init__(self, ws, user_id: int, conversation_id: int, *, queue_size: int,
-                 send_timeout: float, ping_interval: float, title: str = ""):
+                 send_timeout: float, ping_interval: float, title: str = "",
+                 audience: str = DEFAULT_AUDIENCE):
         self.ws = ws
         self.title = title  # the page's name, for the "(N) ..." document title
+        # "language time-zone" of the page's person, taken at connect (i18n.audience()):
+        # pushes are rendered once per audience present, and this socket gets its own.
+        self.audience = audience
         self.user_id = user_id
         self.conversation_id = conversation_id
         self.queue_size = queue_size

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from flask import render_template
 
 from .. import metrics, notify
-from .client import Client
+from ..i18n import rendering_as
+from .client import DEFAULT_AUDIENCE, Client
 from .frames import POLICY_VIOLATION, Frame
 from .room_events import RoomEvents
 
@@ -57,13 +58,15 @@ class Hub(RoomEvents):
     """
 
     def __init__(self, *, on_read, render_sidebars, recount_unread, render_room=None,
-                 recount_mentions=None):
+                 recount_mentions=None, render_push=None):
         """on_read(user_ids, conversation_id, message_id): these users saw a message
         (the read tracker saves it later). render_sidebars(user_id, clients, unread):
         push a fresh sidebar to these sockets of a user; returns the private chats as
         rendered, or None. recount_unread(user_ids, conversation_id): unread counts of
         one conversation for these users, from the database (after a deletion).
-        render_room(conversation_id): the room header's push (name, member list)."""
+        render_room(conversation_id): the room header's push (name, member list).
+        render_push(event, audience): a message event's push rendered again for another
+        audience (language and time zone) than the one it was rendered for."""
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
@@ -72,6 +75,10 @@ class Hub(RoomEvents):
         self.recount_unread = recount_unread
         self.render_room = render_room
         self.recount_mentions = recount_mentions
+        self.render_push = render_push
+        # Per conversation, how many of its sockets here have each audience key: the
+        # groups a push is rendered for (once each), whatever the number of sockets.
+        self.audiences: dict[int, dict[str, int]] = defaultdict(dict)
         # Sockets per user, from the handshake's check to the socket's end (see claim_slot).
         self.slots: dict[int, int] = {}
         # Sessions logged out lately (key -> when), for handshakes already past their check.
@@ -94,6 +101,8 @@ class Hub(RoomEvents):
         with self._lock:
             state.clients.add(client)
             self.by_conversation[client.conversation_id].add(client)
+            groups = self.audiences[client.conversation_id]
+            groups[client.audience] = groups.get(client.audience, 0) + 1
             ended = getattr(client, "session_key", None) in self.ended_sessions
         if ended:  # logged out while this socket's handshake was on its way
             client.close(POLICY_VIOLATION, "Logged out")
@@ -103,10 +112,19 @@ class Hub(RoomEvents):
         """Forget a socket that has closed."""
         with self._lock:
             viewers = self.by_conversation.get(client.conversation_id)
-            if viewers is not None:
+            if viewers is not None and client in viewers:
                 viewers.discard(client)
                 if not viewers:
                     del self.by_conversation[client.conversation_id]
+                groups = self.audiences.get(client.conversation_id)
+                if groups is not None:
+                    left = groups.get(client.audience, 0) - 1
+                    if left > 0:
+                        groups[client.audience] = left
+                    else:
+                        groups.pop(client.audience, None)
+                        if not groups:
+                            del self.audiences[client.conversation_id]
             state = self.users.get(client.user_id)
             if state is not None:
                 state.clients.discard(client)
@@ -147,6 +165,49 @@ class Hub(RoomEvents):
             state = self.users.get(user_id)
             return list(state.clients) if state else []
 
+    # -- rendering per audience ----------------------------------------------------------
+
+    def _frames(self, event: dict) -> dict[str, Frame]:
+        """The event's push as one frame per audience present in its conversation here.
+
+        The event's own HTML serves the audience it was rendered for (the poster's; with
+        everybody in one group, the only one); each other group present is rendered once,
+        before the fan-out (rendering reads the database, never under the lock).
+        """
+        home = event.get("audience", DEFAULT_AUDIENCE)
+        frames = {home: Frame(event["html"])}
+        if self.render_push is None:
+            return frames
+        with self._lock:
+            present = list(self.audiences.get(event["conversation_id"], ()))
+        for key in present:
+            if key not in frames:
+                frames[key] = Frame(self.render_push(event, key))
+        return frames
+
+    def _late(self, event: dict, frames: dict[str, Frame], clients: list[Client]) -> None:
+        """Sockets that joined with a new audience while the frames were being made."""
+        for client in clients:
+            frame = frames.get(client.audience)
+            if frame is None:
+                frame = frames[client.audience] = Frame(self.render_push(event, client.audience))
+            client.push(frame)
+
+    @staticmethod
+    def push_per_audience(clients, render) -> None:
+        """Push render() to each socket as rendered for its audience: once per audience.
+
+        For pushes the hub renders itself (sidebars, room headers, notices): the render
+        runs under rendering_as() for the first socket of each group, never per socket.
+        """
+        frames: dict[str, Frame] = {}
+        for client in clients:
+            frame = frames.get(client.audience)
+            if frame is None:
+                with rendering_as(client.audience):
+                    frame = frames[client.audience] = Frame(render())
+            client.push(frame)
+
     # -- events ------------------------------------------------------------------------
 
     def deliver(self, event: dict) -> None:
@@ -164,8 +225,10 @@ class Hub(RoomEvents):
         members = event.get("member_ids")  # None: the public room, everyone is a member
         system = event.get("system", False)  # "ann added ben": shown, never counted
         mentioned = event.get("mention_ids") or ()
-        # One frame for every viewer: the same HTML, encoded once.
-        frame = Frame(event["html"])
+        # One frame per audience (language, time zone) present: the same HTML for every
+        # viewer of a group, rendered and encoded once.
+        frames = self._frames(event)
+        late = []
         sidebar_refresh = []
         with self._lock:
             readers = set()
@@ -173,7 +236,11 @@ class Hub(RoomEvents):
                 # Cheap test first: nearly every message is newer than the snapshot.
                 if message_id <= client.skip_ids.newest and message_id in client.skip_ids:
                     continue
-                client.push(frame)
+                frame = frames.get(client.audience)
+                if frame is None:
+                    late.append(client)
+                else:
+                    client.push(frame)
                 readers.add(client.user_id)
             recipients = self.users.keys() if members is None else members
             for user_id in list(recipients):
@@ -192,6 +259,8 @@ class Hub(RoomEvents):
                         self._push_badge(state, conversation_id)
                 if members is not None and conversation_id not in state.heads:
                     sidebar_refresh.append(user_id)
+        if late:
+            self._late(event, frames, late)
         metrics.delivered(event, len(readers))
         readers.discard(author_id)
         if readers:
@@ -244,10 +313,23 @@ class Hub(RoomEvents):
                     if message_id >= c.skip_ids.oldest]
 
     def _on_message_reacted(self, event: dict) -> None:
-        # The fragment, rendered once by the one road, replaces the old one in place.
-        frame = Frame(event["html"])
-        for client in self._viewers_holding(event["conversation_id"], event["message_id"]):
-            client.push(frame)
+        # The fragment, rendered once per audience, replaces the old one in place.
+        viewers = self._viewers_holding(event["conversation_id"], event["message_id"])
+        if viewers:
+            self._push_frames(event, viewers)
+
+    def _push_frames(self, event: dict, viewers: list[Client]) -> None:
+        """Push the event's frame for each viewer's audience (rendered once per audience)."""
+        frames = self._frames(event)
+        late = []
+        for client in viewers:
+            frame = frames.get(client.audience)
+            if frame is None:
+                late.append(client)
+            else:
+                client.push(frame)
+        if late:
+            self._late(event, frames, late)
 
     def _on_message_edited(self, event: dict) -> None:
         self._on_message_reacted(event)
@@ -271,16 +353,16 @@ class Hub(RoomEvents):
     def _on_message_deleted(self, event: dict) -> None:
         # Whoever has the conversation open loses the message at once; the push also mends
         # the grouping and day separator of the message after it (rendered once).
-        html = event.get("html") or render_template(
-            "pushes/message_deleted.html", message_id=event["message_id"])
-        frame = Frame(html)
+        if not event.get("html"):  # an event from before the push was rendered with it
+            event = dict(event, html=render_template(
+                "pushes/message_deleted.html", message_id=event["message_id"]))
         conversation_id = event["conversation_id"]
         viewers = self._viewers_holding(conversation_id, event["message_id"])
         with self._lock:
             # Counts say how many, not which: whoever has unread here may have counted it.
             counted = [u for u, s in self.users.items() if s.unread.get(conversation_id)]
-        for client in viewers:
-            client.push(frame)
+        if viewers:
+            self._push_frames(event, viewers)
         if counted:
             fresh = self.recount_unread(counted, conversation_id)  # one query, rare event
             mentions = (self.recount_mentions(counted, conversation_id)
@@ -326,17 +408,18 @@ class Hub(RoomEvents):
     def _push_badge(state: UserState, conversation_id: int) -> None:
         """Show a user's new count for one conversation, and the total in each tab's title."""
         for client in state.clients:
-            client.push(
-                render_template(
-                    "pushes/badge_changed.html",
-                    conversation_id=conversation_id,
-                    count=state.unread.get(conversation_id, 0),
-                    mentions=state.mentions.get(conversation_id, 0),
-                    total=state.total,
-                    total_mentions=state.total_mentions,
-                    title=client.title,
+            with rendering_as(client.audience):  # "3 unread" in the tab's language
+                client.push(
+                    render_template(
+                        "pushes/badge_changed.html",
+                        conversation_id=conversation_id,
+                        count=state.unread.get(conversation_id, 0),
+                        mentions=state.mentions.get(conversation_id, 0),
+                        total=state.total,
+                        total_mentions=state.total_mentions,
+                        title=client.title,
+                    )
                 )
-            )
 
     def sidebar_rendered(self, user_id: int, heads: set[int]) -> None:
         """A sidebar of this user was rendered with these conversations at its groups' heads."""

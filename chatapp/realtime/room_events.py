@@ -8,6 +8,7 @@ _push_badge.
 from __future__ import annotations
 
 from flask import render_template
+from flask_babel import gettext, lazy_gettext as _l
 
 from .. import notify
 from .client import Client
@@ -20,10 +21,20 @@ def _say_goodbye(pages: list[Client], text: str) -> None:
     only the close."""
     if not pages:
         return
-    notice = Frame(render_template("pushes/conversation_gone.html", text=text))
+    from .hub import Hub
+
+    # Rendered once per audience present; `text` is marked for translation by the caller.
+    Hub.push_per_audience(pages, lambda: render_template(
+        "pushes/conversation_gone.html", text=gettext(text)))
     for client in pages:
-        client.push(notice)
         client.close(POLICY_VIOLATION, "Not a member of this conversation")
+
+
+# Marked here, translated per audience when the notice is rendered.
+GONE_REMOVED = "You are no longer in this room."
+GONE_DELETED = "This room was deleted."
+_l("You are no longer in this room.")
+_l("This room was deleted.")
 
 
 class RoomEvents:
@@ -37,7 +48,7 @@ class RoomEvents:
         gone = set(event.get("removed", ()))
         for user_id in gone:
             pages = [c for c in self.clients_of(user_id) if c.conversation_id == conversation_id]
-            _say_goodbye(pages, "You are no longer in this room.")
+            _say_goodbye(pages, GONE_REMOVED)
             with self._lock:
                 state = self.users.get(user_id)
                 if state is not None:
@@ -57,7 +68,7 @@ class RoomEvents:
 
     def _on_room_deleted(self, event: dict) -> None:
         # Deleted by an administrator: its pages close (their handshake gets 404 now).
-        _say_goodbye(self._viewers(event["conversation_id"]), "This room was deleted.")
+        _say_goodbye(self._viewers(event["conversation_id"]), GONE_DELETED)
         for user_id in event.get("member_ids", ()):
             with self._lock:
                 state = self.users.get(user_id)
@@ -91,6 +102,5 @@ class RoomEvents:
         """Push the room's header (name, members) to its open pages here, rendered once."""
         viewers = self._viewers(event["conversation_id"])
         if viewers and self.render_room is not None:
-            frame = Frame(self.render_room(event["conversation_id"]))
-            for client in viewers:
-                client.push(frame)
+            conversation_id = event["conversation_id"]
+            self.push_per_audience(viewers, lambda: self.render_room(conversation_id))

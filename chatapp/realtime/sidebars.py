@@ -1,10 +1,12 @@
-"""The one place a sidebar is rendered for a push: given to the hub at construction."""
+"""Where the hub renders pushes itself: sidebars, room headers, and message pushes for
+another audience (language, time zone) than the one they were rendered for."""
 
 from __future__ import annotations
 
 from flask import render_template
 
-from ..models import Conversation, User, db
+from ..i18n import rendering_as
+from ..models import Conversation, Message, Reaction, User, db
 from ..views import room_members, sidebar_context
 
 
@@ -17,17 +19,19 @@ def render_sidebars(user_id: int, clients, unread: dict[int, int]):
     user = db.session.get(User, user_id)
     if user is None:
         return None
-    rendered: dict[int, str] = {}
+    rendered: dict[tuple[int, str], str] = {}
     heads = None
     for client in clients:
-        if client.conversation_id not in rendered:
+        key = (client.conversation_id, client.audience)
+        if key not in rendered:
             current = db.session.get(Conversation, client.conversation_id)
-            context = sidebar_context(user, current, unread)
-            heads = context["heads"]
-            rendered[client.conversation_id] = render_template(
-                "pushes/sidebar_changed.html", sidebar=context, title=client.title
-            )
-        client.push(rendered[client.conversation_id])
+            with rendering_as(client.audience):  # the tab's language and time zone
+                context = sidebar_context(user, current, unread)
+                heads = context["heads"]
+                rendered[key] = render_template(
+                    "pushes/sidebar_changed.html", sidebar=context, title=client.title
+                )
+        client.push(rendered[key])
     return heads
 
 
@@ -40,3 +44,44 @@ def render_room(conversation_id: int) -> str:
                            members=room_members(conversation))
     db.session.rollback()  # the hub holds no transaction open
     return html
+
+
+# The message events whose push the hub may render again for another audience, and how.
+def _message_created(message, event):
+    return render_template("pushes/message_created.html", message=message, reactions=[])
+
+
+def _message_edited(message, event):
+    return render_template("pushes/message_edited.html", message=message)
+
+
+def _message_reacted(message, event):
+    return render_template("pushes/message_reacted.html", message=message,
+                           reactions=Reaction.summary([message.id]).get(message.id, []))
+
+
+def _message_deleted(message, event):
+    return render_template("pushes/message_deleted.html", message=message,
+                           previous=message.previous(), following=message.following())
+
+
+_PUSHES = {
+    "message_created": _message_created,
+    "message_edited": _message_edited,
+    "message_reacted": _message_reacted,
+    "message_deleted": _message_deleted,
+}
+
+
+def render_push(event: dict, audience: str) -> str:
+    """A message event's push rendered for one audience ("language time-zone").
+
+    Called by the hub once per audience present among a conversation's sockets, other
+    than the one the event was rendered for: the message is read as it is now.
+    """
+    render = _PUSHES.get(event["type"])
+    message = db.session.get(Message, event["message_id"]) if render else None
+    if message is None:
+        return event["html"]  # gone meanwhile (or not a message push): as rendered
+    with rendering_as(audience):
+        return render(message, event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from limits import parse as parse_limit
 
-from .. import metrics, posting
+from .. import i18n, metrics, posting
 from ..extensions import db, sock
 from ..models import Conversation, Membership, Message, User, unread_mentions
 from ..posting import Refusal
@@ -55,7 +56,7 @@ def refuse_strangers():
     limit = current_app.config["MAX_SOCKETS_PER_USER"]
     if not get().hub.claim_slot(current_user.id, limit):
         log.warning("socket refused: user %s already has %d open", current_user.id, limit)
-        abort(429, f"You have {limit} tabs open. Close one, then reload this page.")
+        abort(429, _("You have %(num)d tabs open. Close one, then reload this page.", num=limit))
     g.socket_slot = current_user.id  # given back when the socket (or its handshake) ends
 
 
@@ -78,31 +79,31 @@ def _encodable_json(data) -> bool:
 def _parse(raw) -> dict:
     """Check a frame's shape: JSON object, known fields, valid CSRF token and client id."""
     if not isinstance(raw, str):
-        raise Refusal("Messages must be text. Reload the page and try again.")
+        raise Refusal(_("Messages must be text. Reload the page and try again."))
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested thousands deep
-        raise Refusal("That message could not be read. Reload the page and try again.")
+        raise Refusal(_("That message could not be read. Reload the page and try again."))
     if not isinstance(data, dict):
-        raise Refusal("That message could not be read. Reload the page and try again.")
+        raise Refusal(_("That message could not be read. Reload the page and try again."))
     # JSON's "\ud800" escapes decode to lone surrogates, which no database, template or
     # token check can encode: refuse them in any field (and key), however deeply nested.
     # (The frame itself is valid UTF-8, so only an escape can make one.)
     if "\\u" in raw and not _encodable_json(data):
-        raise Refusal("That message holds a broken character. Remove it and send again.")
+        raise Refusal(_("That message holds a broken character. Remove it and send again."))
     data.pop("headers", None)  # htmx adds its request headers; nothing in them is needed
     unknown = set(data) - FIELDS
     if unknown:
-        raise Refusal("That message had unexpected fields. Reload the page and try again.")
+        raise Refusal(_("That message had unexpected fields. Reload the page and try again."))
     try:
         if not isinstance(data.get("csrf_token"), str):  # a number makes flask-wtf raise TypeError
             raise ValidationError("The CSRF token is missing.")
         validate_csrf(data["csrf_token"])
     except ValidationError:
-        raise Refusal("Your session has changed. Reload the page to send messages.")
+        raise Refusal(_("Your session has changed. Reload the page to send messages."))
     data["client_id"] = posting.client_id(data.get("client_id"))
     if not isinstance(data.get("body"), str):
-        raise Refusal("Type a message first.")
+        raise Refusal(_("Type a message first."))
     return data
 
 
@@ -201,6 +202,7 @@ def socket(ws, conversation_id: int):
         send_timeout=config["SEND_TIMEOUT"],
         ping_interval=config["PING_INTERVAL"],
         title=conversation.title_for(user),
+        audience=i18n.audience(),  # this person's language and time zone, for every push
     )
     refusals = Refusals(refusal_rate())
     client.session_key = current_user.session_key  # logging out closes this socket
