@@ -10,12 +10,13 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from .admin import ACTION_LABELS, bp
+from .i18n import N_
 from .models import AuditEntry, Invite, db, utcnow
 
 ACTION_LABELS.update({
-    "create_invite": "Created an invite link",
-    "revoke_invite": "Revoked an invite link",
-    "regenerate_invite": "Regenerated an invite link",
+    "create_invite": N_("Created an invite link"),
+    "revoke_invite": N_("Revoked an invite link"),
+    "regenerate_invite": N_("Regenerated an invite link"),
 })
 MAX_DAYS = 365
 MAX_USES = 10_000
