@@ -89,7 +89,9 @@ def test_the_compiled_catalog_says_what_the_po_says(tmp_path):
     for message in catalog:
         if not message.id:
             continue
-        if isinstance(message.id, tuple):
+        if message.context:
+            assert translations.pgettext(message.context, message.id) == message.string
+        elif isinstance(message.id, tuple):
             assert translations.ngettext(*message.id, 2) == message.string[0]
         else:
             assert translations.gettext(message.id) == message.string
