@@ -64,7 +64,7 @@ def test_switching_to_chinese_and_a_time_zone_in_settings(chatters):
     page.goto("/")
     ann.live()
     expect(page.get_by_role("link", name="设置", exact=True)).to_be_visible()
-    expect(ann.nav.locator(".sidebar-me")).to_contain_text("Ann 安")
+    expect(page.locator("#sidebar .sidebar-me")).to_contain_text("Ann 安")
     shot(page, "chat-zh")
 
 
