@@ -77,9 +77,9 @@ def migrate_command(to: str, verbose: bool) -> None:
 
 
 def orphans(store: storage.Storage, older_than: timedelta) -> list[str]:
-    """Keys of stored objects that no image refers to, older than the given age."""
+    """Keys of stored objects that no image or avatar refers to, older than the given age."""
     from .extensions import db
-    from .models import Image
+    from .models import Image, User
 
     cutoff = datetime.now(timezone.utc) - older_than
     candidates = [e.key for e in store.list() if e.modified < cutoff]
@@ -87,6 +87,8 @@ def orphans(store: storage.Storage, older_than: timedelta) -> list[str]:
         return []
     used = set(db.session.scalars(select(Image.path)))
     used.update(db.session.scalars(select(Image.thumb_path)))
+    # People's pictures live in the same store (account.py).
+    used.update(db.session.scalars(select(User.avatar_key).where(User.avatar_key.is_not(None))))
     return [key for key in candidates if key not in used]
 
 
@@ -94,14 +96,14 @@ def orphans(store: storage.Storage, older_than: timedelta) -> list[str]:
 @click.option("--minutes", type=click.IntRange(min=1), default=60,
               help="Only objects at least this old (an upload under way is younger).")
 def sweep_command(minutes: int) -> None:
-    """Delete stored files that no image refers to (left by a store failing mid-upload)."""
+    """Delete stored files that no image or avatar refers to (left by a store failing mid-upload)."""
     store = storage.current()
     try:
         found = orphans(store, timedelta(minutes=minutes))
     except storage.StorageUnavailable as exc:
         raise click.ClickException(str(exc))
     done = storage.delete_files(*found)
-    click.echo(f"Deleted {len(found)} files no image refers to from the {store!r}."
+    click.echo(f"Deleted {len(found)} files nothing refers to from the {store!r}."
                + ("" if done else " Some could not be deleted: run it again later."))
 
 

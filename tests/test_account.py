@@ -350,3 +350,20 @@ def test_a_strange_user_agent_is_an_unknown_browser(app):
         assert describe_browser("") == "Unknown browser"
         assert describe_browser("\x00" * 600) == "Unknown browser"
         assert describe_browser(FIREFOX) == "Firefox 133 on Windows"
+
+
+def test_storage_sweep_keeps_avatars_in_use(app, alice, runner, tmp_path):
+    import os
+    import time
+
+    save(alice, avatar=(io.BytesIO(png(exif=False)), "a.png"))
+    key = user(app).avatar_key
+    root = tmp_path / "uploads"
+    stray = root / "avatars" / "stray.png"
+    stray.write_bytes(b"a picture nobody has any more")
+    hour_ago = time.time() - 3700
+    for path in (root / key, stray):
+        os.utime(path, (hour_ago, hour_ago))
+    done = runner.invoke(args=["storage", "sweep"])
+    assert done.exit_code == 0, done.output
+    assert (root / key).exists() and not stray.exists()
