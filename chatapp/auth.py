@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from limits import parse as parse_limit
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Regexp, ValidationError
 
@@ -115,6 +115,16 @@ def _start_session(user: User, remember: bool) -> None:
     session.permanent = remember
 
 
+def _first_run() -> bool:
+    """Whether nobody has an account yet (a fresh install). A database that cannot answer
+    (not migrated yet, or down) is no first run: its pages say nothing of it."""
+    try:
+        return not User.any_exist()
+    except SQLAlchemyError:
+        db.session.rollback()
+        return False
+
+
 def _invite_problem(invite) -> str:
     """Why an invite link cannot be used, said to the person holding it."""
     reason = invite.problem if invite is not None else UNKNOWN
@@ -138,7 +148,7 @@ def register():
     """
     if current_user.is_authenticated:
         return redirect(url_for("chat.index"))
-    first_run = not User.any_exist()
+    first_run = _first_run()
     mode = current_app.config["REGISTRATION"]
     token = request.values.get("invite", "")
     invite = None
@@ -250,7 +260,7 @@ def login():
         form.username.data = ""  # refused unread: not echoed back either
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form, error=error,
-                           first_run=not User.any_exist()), status
+                           first_run=_first_run()), status
 
 
 @bp.route("/logout", methods=["POST"])
