@@ -100,3 +100,45 @@ def test_settings_fit_a_phone(chatters):
     ann.page.goto("/settings/")
     no_horizontal_scroll(ann.page)
     shot(ann.page, "settings-phone")
+
+
+def test_first_run_then_an_invite_link_made_copied_and_used(browser, server_factory):
+    from test_browser import Chatter
+
+    server = server_factory(CHATAPP_REGISTRATION="invite")
+    founder = Chatter(browser, server, "founder")
+    guest = Chatter(browser, server, "guest")
+    try:
+        page = founder.page
+        page.goto("/login/")
+        page.get_by_role("link", name="Set up chatapp").click()
+        expect(page.get_by_role("heading", name="Set up chatapp")).to_be_visible()
+        founder.register()
+        expect(page.get_by_role("link", name="Admin", exact=True)).to_be_visible()
+        page.goto("/admin/invites")
+        expect(page.get_by_role("link", name="Invites")).to_have_attribute("aria-current", "page")
+        page.get_by_label("Uses").fill("1")
+        page.get_by_role("button", name="New invite link").click()
+        link = page.get_by_role("textbox", name="Invite link 1")
+        expect(link).to_have_attribute("readonly", "")
+        url = link.input_value()
+        assert url.startswith(server.url + "/register/?invite=")
+        shot(page, "admin-invites")
+
+        guest.page.goto("/register/")
+        expect(guest.page.get_by_role("alert")).to_contain_text("by invitation")
+        guest.page.goto(url)
+        guest.page.get_by_label("Username").fill("guest")
+        guest.page.get_by_label("Password", exact=True).fill("correct horse battery")
+        guest.page.get_by_label("Confirm password").fill("correct horse battery")
+        guest.page.get_by_role("button", name="Create account").click()
+        guest.page.wait_for_url(server.url + "/")
+        guest.live()
+
+        page.reload()
+        expect(page.get_by_role("row").filter(has_text="1 / 1")).to_contain_text("Used up")
+        page.get_by_role("button", name="Revoke invite link 1").click()
+        expect(page.get_by_role("status").filter(has_text="Invite link revoked")).to_be_visible()
+    finally:
+        founder.close()
+        guest.close()
