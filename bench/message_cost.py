@@ -2,11 +2,14 @@
 per delivery, without the kernel's share (sockets are stand-ins that accept every write).
 
     python bench/message_cost.py [--listeners N] [--accounts N] [--messages N] [--sections]
+                                 [--groups N]
 
 Run with chatapp's own Python (`.venv/bin/python`). It builds a fresh SQLite database in a
 temporary directory, attaches N listeners to the public room's hub, and hands the socket
 route's handler (ws.handle_frame) the JSON htmx sends, as a socket would. --sections
-splits the time per message among the handler's steps. docs/benchmarks.md quotes it.
+splits the time per message among the handler's steps. --groups N spreads the listeners
+over N (language, time zone) audiences (the sender's first): each message is then rendered
+once per audience. docs/benchmarks.md quotes it.
 """
 
 from gevent import monkey
@@ -50,6 +53,10 @@ class StandInWS:
         self.connected = True
 
 
+# The sender's audience first (no setting, no Accept-Language: English, UTC).
+AUDIENCES = ["en UTC", "zh_Hans Asia/Shanghai", "en America/New_York", "zh_Hans UTC"]
+
+
 def timed(obj, name, totals, label=None):
     """Wrap obj.name so that its CPU time adds up in totals[label]."""
     inner = getattr(obj, name)
@@ -70,6 +77,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100, help="distinct listener accounts")
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--sections", action="store_true")
+    parser.add_argument("--groups", type=int, default=1, choices=range(1, len(AUDIENCES) + 1),
+                        help="(language, time zone) audiences among the listeners")
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="chatapp-cost-")
@@ -101,7 +110,8 @@ def main() -> None:
         hub = get().hub
         for n in range(args.listeners):
             listener = Client(StandInWS(), ids[1 + n % args.accounts], room.id, queue_size=100,
-                              send_timeout=5, ping_interval=30)
+                              send_timeout=5, ping_interval=30,
+                              audience=AUDIENCES[n % args.groups])
             hub.attach(listener, lambda: ({}, 0))
 
         with app.test_request_context("/"):
@@ -137,12 +147,16 @@ def main() -> None:
                 Message.post = classmethod(
                     lambda cls, *a, **k: _timed_call(post, totals, "post", cls, *a, **k))
                 timed(db.session(), "commit", totals)
+                from chatapp.realtime import sidebars
+
+                timed(get().hub, "render_push", totals, "  of which other audiences")
             StandInSocket.writes = 0
             start = time.process_time()
             send(args.messages)
             cpu = time.process_time() - start
     per_message = 1e6 * cpu / args.messages
-    print(f"{args.listeners} listeners ({args.accounts} accounts), {args.messages} messages: "
+    print(f"{args.listeners} listeners ({args.accounts} accounts, {args.groups} audiences), "
+          f"{args.messages} messages: "
           f"{per_message:.0f} µs of CPU per message"
           + (f", {1e6 * cpu / StandInSocket.writes:.2f} µs per write" if args.listeners else ""))
     for label, seconds in totals.most_common():

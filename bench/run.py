@@ -567,7 +567,10 @@ def main() -> None:
     parser.add_argument("--ramp", nargs="+", type=int, help="socket counts for the ramp")
     parser.add_argument("--keep", action="store_true", help="keep server logs and databases")
     parser.add_argument("--label", default="", help="name of this run's result files")
+    parser.add_argument("--audiences", type=int, default=1, choices=range(1, 5),
+                        help="(language, time zone) audiences among the listeners (chatapp)")
     args = parser.parse_args()
+    os.environ["BENCH_AUDIENCES"] = str(args.audiences)  # read by bench/seed_chatapp.py
 
     client_python = ensure_venv("client", BENCH / "requirements.txt")
     if Path(sys.prefix).resolve() != client_python.parent.parent.resolve():
@@ -584,7 +587,8 @@ def main() -> None:
         pass
     bench = Bench(args)
     meta = conditions()
-    meta.update(profile="full" if args.full else args.profile, nofile=want)
+    meta.update(profile="full" if args.full else args.profile, nofile=want,
+                audiences=args.audiences)
     started = time.monotonic()
     try:
         asyncio.run(bench.run())

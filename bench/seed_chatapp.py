@@ -9,6 +9,7 @@ users through the form would spend minutes hashing; logging in still goes throug
 form, with CSRF, as a browser does.
 """
 
+import os
 import sys
 
 from flask_migrate import upgrade
@@ -17,6 +18,8 @@ from chatapp import create_app
 from chatapp.models import Conversation, Membership, User, db
 
 PASSWORD = "bench password 1"
+AUDIENCES = [(None, None), ("zh_Hans", "Asia/Shanghai"), ("en", "America/New_York"),
+             ("zh_Hans", "UTC")]
 
 
 def main(users: int, pairs: int, room: bool = False) -> None:
@@ -40,6 +43,15 @@ def main(users: int, pairs: int, room: bool = False) -> None:
             [{"conversation_id": public.id, "user_id": i, "last_read_id": 0} for i in ids],
         )
         db.session.commit()
+        # BENCH_AUDIENCES=N: the users after the first (the sender) get N (language, time
+        # zone) choices in turn, so each message is rendered for N audiences.
+        audiences = AUDIENCES[:int(os.environ.get("BENCH_AUDIENCES", "1"))]
+        if len(audiences) > 1:
+            for n, user_id in enumerate(ids[1:]):
+                language, time_zone = audiences[n % len(audiences)]
+                db.session.execute(User.__table__.update().where(User.id == user_id).values(
+                    language=language, time_zone=time_zone))
+            db.session.commit()
         chats = []
         for p in range(pairs):
             a = db.session.get(User, ids[2 * p])

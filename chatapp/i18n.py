@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from babel import Locale
 from babel.dates import format_date as _babel_format_date
 from flask import current_app, g, has_request_context, request
-from flask_babel import Babel, format_datetime, format_time, get_locale, get_timezone
+from flask_babel import Babel, format_datetime, get_locale, get_timezone, get_translations
 from flask_babel import gettext, lazy_gettext, ngettext  # noqa: F401 - re-exported
 
 # Locale identifiers as Babel names them; the first is the default.
@@ -133,6 +133,23 @@ def _forget_cached():
     refresh()
 
 
+def _catalog():
+    """The current catalog, looked up once per locale and context rather than per string
+    (Flask-Babel's own lookup costs several context and locale look-ups per call, and a
+    message push holds half a dozen strings)."""
+    from flask_babel import _get_current_context
+
+    ctx = _get_current_context()
+    if ctx is None:
+        return get_translations()
+    locale = getattr(ctx, "babel_locale", None)
+    cached = getattr(ctx, "chatapp_catalog", None)
+    if locale is None or cached is None or cached[0] is not locale:
+        catalog = get_translations()  # selects (and caches) the locale too
+        ctx.chatapp_catalog = cached = (ctx.babel_locale, catalog)
+    return cached[1]
+
+
 @contextmanager
 def rendering_as(key: str | None):
     """Render templates and format dates for the given audience key (see audience())."""
@@ -192,8 +209,9 @@ def _pattern(name: str) -> str:
 
 
 def clock(value: datetime) -> str:
-    """A message's time of day in the viewer's zone: 14:05 (24-hour in both languages)."""
-    return format_time(_aware(value), "HH:mm")
+    """A message's time of day in the viewer's zone: 14:05 (24-hour in both languages,
+    the same digits: strftime, at a fraction of the cost of a CLDR pattern per message)."""
+    return local(value).strftime("%H:%M")
 
 
 def when(value: datetime) -> str:
@@ -264,6 +282,13 @@ def init_app(app) -> None:
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", DEFAULT_TIME_ZONE)
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = compiled
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_time_zone)
+    app.jinja_env.install_gettext_callables(  # as Flask-Babel's, with the catalog kept
+        gettext=lambda s: _catalog().ugettext(s),
+        ngettext=lambda s, p, n: _catalog().ungettext(s, p, n),
+        pgettext=lambda c, s: _catalog().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _catalog().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
     app.jinja_env.globals.update(
         html_lang=html_lang, LANGUAGES=LANGUAGES, local_date=local_date,
     )

@@ -149,6 +149,9 @@ def message_event(message) -> dict:
     loaded: after it, rendering would first reload each of them.
     """
     conversation = message.conversation
+    # Kept on the object for the hub, which renders the push again for each other audience
+    # in this process (same session, same object): grouping needs no second query.
+    message.shown_after = message.previous()
     return {
         "type": "message_created",
         "conversation_id": conversation.id,
@@ -157,7 +160,8 @@ def message_event(message) -> dict:
         "member_ids": conversation.member_ids(),
         "system": message.system,
         # A new message has no reactions yet: no query to find that out.
-        "html": render_template("pushes/message_created.html", message=message, reactions=[]),
+        "html": render_template("pushes/message_created.html", message=message, reactions=[],
+                                previous=message.shown_after),
     }
 
 

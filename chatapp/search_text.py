@@ -131,7 +131,7 @@ def parse(text: str) -> Query:
         return query
     for quoted, bare in PARTS.findall(text):
         if bare:
-            key, _, value = bare.partition(":")
+            key, _colon, value = bare.partition(":")
             if value and key.lower() == "from":
                 query.authors.append(value.lstrip("@"))
                 continue

@@ -182,6 +182,37 @@ def test_a_push_rendered_for_another_audience_reads_right_for_it(alice):
         assert render_push(dict(event, message_id=10**9), "en UTC") == "<as posted>"
 
 
+@pytest.mark.parametrize("zones", [("UTC", "Asia/Shanghai"), ("Asia/Shanghai", "UTC"),
+                                   ("UTC", "America/New_York"), ("Pacific/Kiritimati", "UTC"),
+                                   ("America/New_York", "Asia/Kolkata")])
+def test_a_push_adapted_to_another_zone_equals_a_full_rendering(alice, auth, zones):
+    """Pushes in one language and several zones render once and adapt the clock, the day
+    separator and the grouping: exactly what a full rendering would have made."""
+    from chatapp.models import Message, db
+    from chatapp.realtime.frames import Frame
+    from chatapp.realtime.sidebars import _message_created, render_push
+
+    auth.logout()
+    auth.register("bob")
+    moments = [T0.replace(hour=15, minute=50), T0.replace(hour=15, minute=55),  # a group
+               T0.replace(hour=16, minute=5),  # after midnight in Shanghai: a new day there
+               T0 + timedelta(hours=1), T0 + timedelta(hours=1, minutes=1)]
+    ids = [post(alice, "alice" if i != 3 else "bob", f"m{i}", at) for i, at in enumerate(moments)]
+    with alice.test_request_context("/"):
+        for language in ("en", "zh_Hans"):
+            home, other = (f"{language} {zone}" for zone in zones)
+            for message_id in ids:
+                message = db.session.get(Message, message_id)
+                event = {"type": "message_created", "message_id": message_id}
+                with i18n.rendering_as(home):
+                    first = _message_created(message, event)
+                adapted = render_push(event, other, {home: Frame(first)})
+                with i18n.rendering_as(other):
+                    full = _message_created(message, event)
+                assert adapted == full, (message_id, home, other)
+            db.session.rollback()
+
+
 # -- the migration --------------------------------------------------------------------------
 
 def test_the_migration_adds_and_removes_the_columns_on_both_databases(app):

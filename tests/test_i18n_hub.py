@@ -22,7 +22,7 @@ class CountingRenderer:
     def __init__(self):
         self.renders: list[str] = []
 
-    def __call__(self, event, audience):
+    def __call__(self, event, audience, rendered=None):
         self.renders.append(audience)
         return f"<article>{event['message_id']} for {audience}</article>"
 

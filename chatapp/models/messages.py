@@ -58,6 +58,9 @@ class Message(db.Model):
     # The body as HTML (formatting.py): rendered once when stored or edited, never per
     # viewer. NULL for rows stored before formatting existed: rendered when shown.
     body_html: Mapped[str | None] = mapped_column(Text, default=None)
+    # Not stored: the message shown before this one, as looked up when its push was first
+    # rendered (posting.message_event), for renderings for other audiences.
+    shown_after = None
 
     author = relationship("User", lazy="joined")
     conversation = relationship("Conversation")

@@ -65,8 +65,9 @@ class Hub(RoomEvents):
         rendered, or None. recount_unread(user_ids, conversation_id): unread counts of
         one conversation for these users, from the database (after a deletion).
         render_room(conversation_id): the room header's push (name, member list).
-        render_push(event, audience): a message event's push rendered again for another
-        audience (language and time zone) than the one it was rendered for."""
+        render_push(event, audience, rendered): a message event's push rendered again for
+        another audience (language and time zone) than the one it was rendered for, given
+        the renderings made so far (audience -> Frame)."""
         self._lock = threading.RLock()
         self.by_conversation: dict[int, set[Client]] = defaultdict(set)
         self.users: dict[int, UserState] = {}
@@ -182,7 +183,7 @@ class Hub(RoomEvents):
             present = list(self.audiences.get(event["conversation_id"], ()))
         for key in present:
             if key not in frames:
-                frames[key] = Frame(self.render_push(event, key))
+                frames[key] = Frame(self.render_push(event, key, frames))
         return frames
 
     def _late(self, event: dict, frames: dict[str, Frame], clients: list[Client]) -> None:
@@ -190,7 +191,8 @@ class Hub(RoomEvents):
         for client in clients:
             frame = frames.get(client.audience)
             if frame is None:
-                frame = frames[client.audience] = Frame(self.render_push(event, client.audience))
+                frame = frames[client.audience] = Frame(
+                    self.render_push(event, client.audience, frames))
             client.push(frame)
 
     @staticmethod
