@@ -16,6 +16,7 @@ from .backplane import create_backplane
 from .reading import InlineReader
 from .current import EXTENSION, Realtime, get
 from .hub import Hub
+from .presence import Presence
 from .reads import ReadTracker
 from .sidebars import render_room, render_sidebars
 
@@ -43,7 +44,9 @@ def init_app(app) -> Realtime:
     reads = ReadTracker(app, on_saved=events.reads_saved)
     hub = Hub(on_read=reads.mark, render_sidebars=render_sidebars, recount_unread=_recount_unread,
               render_room=render_room, recount_mentions=_recount_mentions)
-    realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=reads)
+    backplane = create_backplane(app, hub)
+    realtime = Realtime(hub=hub, backplane=backplane, reads=reads,
+                        presence=Presence(app, hub, backplane))
     app.extensions[EXTENSION] = realtime
     return realtime
 

@@ -13,6 +13,7 @@ from flask import render_template
 from .. import metrics, notify
 from .client import Client
 from .frames import POLICY_VIOLATION, Frame
+from .presence import PresenceEvents
 from .room_events import RoomEvents
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class UserState:
         return sum(self.mentions.values())
 
 
-class Hub(RoomEvents):
+class Hub(RoomEvents, PresenceEvents):
     """Routes events to the sockets of this process.
 
     Every event arrives through deliver(), whether it was published here or by another
@@ -76,6 +77,7 @@ class Hub(RoomEvents):
         self.slots: dict[int, int] = {}
         # Sessions logged out lately (key -> when), for handshakes already past their check.
         self.ended_sessions: dict[str, float] = {}
+        self._init_presence()  # who is online (every worker's), who is typing where
 
     # -- who is connected --------------------------------------------------------------
 
@@ -193,6 +195,8 @@ class Hub(RoomEvents):
                 if members is not None and conversation_id not in state.heads:
                     sidebar_refresh.append(user_id)
         metrics.delivered(event, len(readers))
+        if not system:
+            self.typing_stopped(conversation_id, author_id)  # their message is here
         readers.discard(author_id)
         if readers:
             self.on_read(readers, conversation_id, message_id)
