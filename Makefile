@@ -1,6 +1,7 @@
 # chatapp: two commands for a fresh machine with Python 3.11+ and make.
 #   make run    set up, migrate and start the app at http://127.0.0.1:5000
 #   make test   set up and run the whole test suite
+#   make translations  collect marked strings into chatapp/translations/ (then translate the .po)
 #   make css    rebuild chatapp/static/app.css from chatapp/static/src/ and the templates
 #   make bench  the quick benchmark profile (< 10 min); make bench FULL=1 for the full one
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup migrate css bench
+.PHONY: run test setup migrate css bench translations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +37,11 @@ css: setup
 # to different cores. Results: bench/results/, described in docs/benchmarks.md.
 bench: setup
 	CHATAPP_PYTHON=$(abspath $(BIN))/python $(PYTHON) bench/run.py $(if $(FULL),--full) $(BENCH_ARGS)
+
+# Strings marked with _() / gettext / ngettext in chatapp/ go into messages.pot, then into
+# each language's messages.po (new ones empty, changed ones fuzzy: translate both). The .mo
+# files are compiled from the .po at start-up (chatapp/i18n.py), never committed.
+# tests/test_i18n_catalog.py fails while any message is untranslated, fuzzy or obsolete.
+translations: setup
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output --omit-header -c TRANSLATORS: -o $(VENV)/messages.pot chatapp
+	$(BIN)/pybabel -q update -i $(VENV)/messages.pot -d chatapp/translations --omit-header --ignore-obsolete --no-fuzzy-matching

@@ -88,6 +88,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"),
         render_as_batch=True, include_object=search_index.schema_object,
     )
+    from . import i18n
+
+    i18n.init_app(app)  # languages and time zones (Flask-Babel)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Log in to chat."

@@ -36,6 +36,10 @@ class User(UserMixin, db.Model):
     api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True,
                                                       default=None)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    # Chosen language (a locale of chatapp.i18n.LANGUAGES) and IANA time zone; None: the
+    # browser's Accept-Language, and UTC. Unknown values fall back the same way.
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
+    time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
     # When the person's last socket (on any worker) closed and its grace period ran out:
     # "Last seen 5 minutes ago". Written once per offline change, never per socket.
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
