@@ -16,7 +16,7 @@ from .backplane import create_backplane
 from .reading import InlineReader
 from .current import EXTENSION, Realtime, get
 from .hub import Hub
-from .presence import Presence
+from .presence import Presence, last_seen
 from .reads import ReadTracker
 from .sidebars import render_room, render_sidebars
 
@@ -48,6 +48,8 @@ def init_app(app) -> Realtime:
     realtime = Realtime(hub=hub, backplane=backplane, reads=reads,
                         presence=Presence(app, hub, backplane))
     app.extensions[EXTENSION] = realtime
+    app.jinja_env.globals["is_online"] = lambda user_id: get().presence.is_online(user_id)
+    app.jinja_env.globals["last_seen"] = last_seen
     return realtime
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from flask import render_template
 
+from ..i18n import rendering_as
 from ..models import User, db
 from .frames import Frame
 
@@ -56,6 +57,30 @@ if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) ==
 end
 return 0
 """
+
+
+def last_seen(peer) -> str:
+    """ "Last seen 5 minutes ago" for someone offline, in the viewer's language; "" while
+    they are online, or if they were never seen."""
+    from flask_babel import format_timedelta, gettext
+
+    from .current import get
+
+    if get().presence.is_online(peer.id) or peer.last_seen_at is None:
+        return ""
+    ago = datetime.now(timezone.utc).replace(tzinfo=None) - peer.last_seen_at
+    if ago.total_seconds() < 60:
+        return gettext("Last seen just now")
+    return gettext("Last seen %(ago)s",
+                   ago=format_timedelta(-ago, threshold=1, add_direction=True))
+
+
+def by_audience(clients) -> dict:
+    """Sockets grouped by (language, time zone): a push is rendered once per group."""
+    groups: dict = {}
+    for client in clients:
+        groups.setdefault(getattr(client, "audience", None), []).append(client)
+    return groups
 
 
 def presence_event(user_id: int, online: bool, last_seen: float | None = None) -> dict:
@@ -270,10 +295,12 @@ class PresenceEvents:
             clients = [c for s in self.users.values() for c in s.clients]
         # One rendering for every page: the person's dots (wherever they are shown) and,
         # on their private chat's header, "Last seen".
-        frame = Frame(render_template("pushes/presence_changed.html", user_id=user_id,
-                                      online=online, last_seen=event.get("last_seen")))
-        for client in clients:
-            client.push(frame)
+        for audience, group in by_audience(clients).items():
+            with rendering_as(audience):
+                frame = Frame(render_template("pushes/presence_changed.html",
+                                              user_id=user_id, online=online))
+            for client in group:
+                client.push(frame)
 
     def accept_typing(self, user_id: int) -> bool:
         """Whether a typing frame of this person comes soon enough after their last one."""
@@ -327,12 +354,14 @@ class PresenceEvents:
             if not typers:
                 self.typing.pop(conversation_id, None)
             viewers = list(self.by_conversation.get(conversation_id, ()))
-        frames: dict[int | None, Frame] = {}
+        frames: dict[tuple, Frame] = {}
         for client in viewers:
-            key = client.user_id if client.user_id in typers else None
-            frame = frames.get(key)
+            typer = client.user_id if client.user_id in typers else None
+            audience = getattr(client, "audience", None)
+            frame = frames.get((typer, audience))
             if frame is None:
-                names = sorted(name for u, (name, _) in typers.items() if u != key)
-                frame = frames[key] = Frame(render_template("pushes/typing_changed.html",
-                                                            names=names))
+                names = sorted(name for u, (name, _) in typers.items() if u != typer)
+                with rendering_as(audience):
+                    frame = frames[typer, audience] = Frame(
+                        render_template("pushes/typing_changed.html", names=names))
             client.push(frame)

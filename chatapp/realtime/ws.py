@@ -14,6 +14,7 @@ from limits import parse as parse_limit
 
 from .. import metrics, posting
 from ..extensions import db, sock
+from ..i18n import audience
 from ..models import Conversation, Membership, Message, User, unread_mentions
 from ..posting import Refusal
 from ..text import encodable
@@ -233,6 +234,7 @@ def socket(ws, conversation_id: int):
         title=conversation.title_for(user),
     )
     refusals = Refusals(refusal_rate())
+    client.audience = audience()  # pushes to this page render in its language and zone
     client.session_key = current_user.session_key  # logging out closes this socket
     log.info("socket opened: conversation %s", conversation_id,
              extra={"conversation_id": conversation_id})
