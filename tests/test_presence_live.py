@@ -184,3 +184,22 @@ def test_presence_crosses_workers_through_redis_once_per_change(
     assert events == [True, False]
     listener.close()
     ann_moved.close()
+
+
+def test_a_chinese_reader_sees_presence_and_typing_in_chinese(server_factory, crowd):
+    import websocket
+    from conftest import Socket, csrf_from
+
+    server = server_factory(**FAST)
+    ann, lilei = crowd(server, "ann", "lilei")
+    lilei.http.headers["Accept-Language"] = "zh-CN,zh;q=0.9"
+    html = lilei.get("/").text
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/ws/1", origin=server.url, timeout=10,
+        header=[f"Cookie: {lilei.cookie_header()}", "Accept-Language: zh-CN,zh;q=0.9"])
+    reader = Socket(lilei, ws, csrf_from(html))
+    lilei.sockets.append(reader)
+    reader.wait_for('hx-target="#messages"')
+    typing(ann.connect())
+    assert 'aria-label="在线"' in reader.wait_for(".presence-")
+    assert "ann 正在输入…" in reader.wait_for(TYPING)
