@@ -13,7 +13,7 @@ import functools
 import io
 import json
 
-from flask import Blueprint, Response, abort, render_template, url_for
+from flask import Blueprint, Response, abort, has_request_context, render_template, url_for
 from PIL import Image, ImageDraw
 
 bp = Blueprint("icons", __name__)
@@ -29,6 +29,15 @@ def favicon_state(total) -> str:
     """The favicon state for an unread total: its count up to 9, then "9+"."""
     total = int(total or 0)
     return "9+" if total > 9 else str(max(total, 0))
+
+
+def favicon_url(total) -> str:
+    """The favicon's URL for an unread total (a push may render outside any request,
+    where the app is served from the root)."""
+    state = favicon_state(total)
+    if has_request_context():
+        return url_for("icons.favicon", state=state)
+    return f"/favicon/{state}.svg"
 
 
 def _cached(response: Response) -> Response:
@@ -104,4 +113,4 @@ def manifest():
 def init_app(app) -> None:
     """Register the icons' routes and the template helper the favicon link uses."""
     app.register_blueprint(bp)
-    app.jinja_env.globals["favicon_state"] = favicon_state
+    app.jinja_env.globals["favicon_url"] = favicon_url
