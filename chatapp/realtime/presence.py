@@ -75,6 +75,29 @@ def last_seen(peer) -> str:
                    ago=format_timedelta(-ago, threshold=1, add_direction=True))
 
 
+def shown_in(sidebar: dict) -> set[int]:
+    """The people whose dots a rendered sidebar shows (private chats and People)."""
+    return {peer.id for _, peer in sidebar["chats"]} | {peer.id for peer in sidebar["people"]}
+
+
+def track_shown(client, sidebar: dict, conversation) -> None:
+    """Remember whose dots this page shows, so presence changes of others skip it: the
+    sidebar's people and a private chat's peer. A room's page shows its member list, which
+    changes with the room: it hears every change (shown = None)."""
+    if conversation.is_room:
+        client.shown, client.header_ids = None, None
+        return
+    peer = conversation.peer_of(db.session.get(User, client.user_id))
+    client.header_ids = {peer.id} if peer is not None else set()
+    client.shown = shown_in(sidebar) | client.header_ids
+
+
+def sidebar_changed(client, sidebar: dict) -> None:
+    """A fresh sidebar went to this page: the people it shows may have changed."""
+    if getattr(client, "header_ids", None) is not None:
+        client.shown = shown_in(sidebar) | client.header_ids
+
+
 def by_audience(clients) -> dict:
     """Sockets grouped by (language, time zone): a push is rendered once per group."""
     groups: dict = {}
@@ -292,7 +315,9 @@ class PresenceEvents:
             if (user_id in self.online) == online:
                 return  # nothing changes on screen (this process already knew)
             (self.online.add if online else self.online.discard)(user_id)
-            clients = [c for s in self.users.values() for c in s.clients]
+            # Only pages that show the person (None: not known, or a room's member list).
+            clients = [c for s in self.users.values() for c in s.clients
+                       if getattr(c, "shown", None) is None or user_id in c.shown]
         # One rendering for every page: the person's dots (wherever they are shown) and,
         # on their private chat's header, "Last seen".
         for audience, group in by_audience(clients).items():

@@ -6,6 +6,7 @@ from flask import render_template
 
 from ..models import Conversation, User, db
 from ..views import room_members, sidebar_context
+from .presence import sidebar_changed
 
 
 def render_sidebars(user_id: int, clients, unread: dict[int, int]):
@@ -18,16 +19,18 @@ def render_sidebars(user_id: int, clients, unread: dict[int, int]):
     if user is None:
         return None
     rendered: dict[int, str] = {}
+    context_of: dict[int, dict] = {}
     heads = None
     for client in clients:
         if client.conversation_id not in rendered:
             current = db.session.get(Conversation, client.conversation_id)
-            context = sidebar_context(user, current, unread)
+            context = context_of[client.conversation_id] = sidebar_context(user, current, unread)
             heads = context["heads"]
             rendered[client.conversation_id] = render_template(
                 "pushes/sidebar_changed.html", sidebar=context, title=client.title
             )
         client.push(rendered[client.conversation_id])
+        sidebar_changed(client, context_of[client.conversation_id])
     return heads
 
 

@@ -23,6 +23,7 @@ from . import events
 from .client import Client, SnapshotIds, coalesced
 from .current import get
 from .frames import POLICY_VIOLATION
+from .presence import track_shown
 
 log = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
@@ -194,6 +195,7 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     client.skip_ids = SnapshotIds(m.id for m in messages)
     sidebar = sidebar_context(user, conversation)
     get().hub.sidebar_rendered(user.id, sidebar["heads"])
+    track_shown(client, sidebar, conversation)
     client.push(
         render_template(
             "pushes/snapshot.html",
