@@ -203,3 +203,22 @@ def test_a_chinese_reader_sees_presence_and_typing_in_chinese(server_factory, cr
     typing(ann.connect())
     assert 'aria-label="在线"' in reader.wait_for(".presence-")
     assert "ann 正在输入…" in reader.wait_for(TYPING)
+
+
+def test_a_change_reaches_only_pages_that_show_the_person(server_factory, crowd):
+    server = server_factory(CHATAPP_PRESENCE_GRACE="1", **FAST)
+    # The sidebar lists the first 20 other people by name; "zed" is the 21st for "aaron".
+    aaron, *members, zed = crowd(server, "aaron", *(f"member{n:02d}" for n in range(20)), "zed")
+    watcher = aaron.connect()
+    zed_id, first_id = user_id(zed), user_id(members[0])
+    zed_sock = zed.connect()
+    members[0].connect()
+    assert online_in(watcher.wait_for(f".presence-{first_id}"))
+    # Once they share a private chat, its page (header and sidebar) shows zed: his going
+    # offline reaches it, and not the public room's page, whose sidebar does not list him.
+    chat = open_private_chat(server, "aaron", "zed")
+    on_chat = aaron.connect(chat)
+    zed_sock.close()
+    assert not online_in(on_chat.wait_for(f".presence-{zed_id}"))
+    watcher.drain(0.5)
+    assert presence_frames(watcher, zed_id) == []
