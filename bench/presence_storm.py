@@ -39,6 +39,7 @@ import websocket  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import servers  # noqa: E402
 from servers import BENCH, Server  # noqa: E402
 
 REDIS_URL = os.environ.get("CHATAPP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -85,6 +86,8 @@ class Tab:
         self.server, self.cookie = server, cookie
         self.ws = None
         self.wanted = False
+        self.closed_at = None  # when the storm closed this page
+        self.outage = None  # seconds from then until its socket was open again
 
     def open(self) -> None:
         self.wanted = True
@@ -97,7 +100,10 @@ class Tab:
                 Tab.retries += 1
                 gevent.sleep(random.uniform(0.35, 0.65))
                 continue
+            ws.settimeout(None)  # an idle page waits for pushes as long as it takes
             self.ws = ws
+            if self.closed_at is not None and self.outage is None:
+                self.outage = time.monotonic() - self.closed_at
             gevent.spawn(self._read, ws)
             return
 
@@ -151,7 +157,10 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=30)
     parser.add_argument("--window", type=float, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cores", default="0,1",
+                        help="the server's CPUs (taskset); the bench harness's default is 0")
     args = parser.parse_args()
+    servers.SERVER_CORE = args.cores
     prefix = f"chatapp_bench_{uuid.uuid4().hex[:8]}:"
     workdir = Path(tempfile.mkdtemp(prefix="presence-storm-"))
     server = Server("chatapp", workdir, workers=args.workers, env={
@@ -189,6 +198,7 @@ def main() -> None:
         cpu1 = server.cpu_seconds()
         for tab in tabs:
             tab.close()
+            tab.closed_at = time.monotonic()
 
         def back(tab):
             gevent.sleep(random.uniform(0, args.window))
@@ -202,11 +212,16 @@ def main() -> None:
         time.sleep(args.grace + 25)
         events = counter.since(storm)
         people = {u for _, u, _ in events}
+        outages = sorted(t.outage for t in tabs if t.outage is not None)
+        back_in_grace = sum(1 for o in outages if o < args.grace)
         result = {
             "people": args.people, "workers": args.workers, "grace_s": args.grace,
             "window_s": args.window, "reopened_in_s": round(reopened, 1),
             "sockets_failed": sum(1 for j in jobs if j.exception is not None),
             "reconnects_and_retries": Tab.retries,
+            "outage_p50_s": round(outages[len(outages) // 2], 1) if outages else None,
+            "outage_max_s": round(outages[-1], 1) if outages else None,
+            "people_back_within_grace": back_in_grace,
             "storm_presence_events": len(events),
             "storm_online": sum(1 for e in events if e[2]),
             "storm_offline": sum(1 for e in events if not e[2]),

@@ -35,7 +35,10 @@ TYPING_INTERVAL = 3.0  # the composer sends at most one typing frame per this ma
 # composer's throttle keeps 3 s, the slack covers network jitter.
 TYPING_MIN_GAP = 2.0
 HEARTBEAT = 5.0  # seconds between a worker's "still alive" in Redis...
-WORKER_DEAD_AFTER = 20.0  # ...and how long without one before others let go of its people
+# ...and how long without one before others let go of its people. Generous: a worker busy
+# with a reconnect storm may beat late, and is not dead (if it was reaped all the same,
+# its next beat puts its people back).
+WORKER_DEAD_AFTER = 60.0
 
 # KEYS: the person's workers, the online set, this worker's people.
 # ARGV: worker id, user id, channel, event to publish when this is a change.
@@ -129,6 +132,8 @@ class Presence:
         self._worker = ""
         self._last_beat = 0.0
         self._last_reap = 0.0
+        self._beaten = False
+        self.reaped = 0  # times another worker took this one for dead (tests, logs)
         redis_client = getattr(backplane, "redis", None)
         self.redis = redis_client
         if redis_client is not None:
@@ -276,12 +281,25 @@ class Presence:
         try:
             if now - self._last_beat >= HEARTBEAT:
                 self._last_beat = now
-                self.redis.hset(f"{self.key}workers", self.worker, time.time())
+                new = self.redis.hset(f"{self.key}workers", self.worker, time.time())
+                if new and self._beaten:
+                    self._come_back()
+                self._beaten = True
             if now - self._last_reap >= WORKER_DEAD_AFTER / 2:
                 self._last_reap = now
                 self._reap()
         except Exception as exc:  # noqa: BLE001
             log.warning("presence heartbeat failed: %s", exc)
+
+    def _come_back(self) -> None:
+        """Another worker took this one for dead and let go of its people: they are here
+        still, so they arrive again (an online event for any it had announced offline)."""
+        self.reaped += 1
+        with self._lock:
+            people = list(self.here)
+        log.warning("this worker was taken for dead; %d people here arrive again", len(people))
+        for user_id in people:
+            self._arrive_everywhere(user_id)
 
     def _reap(self) -> None:
         """A worker that stopped beating (killed, or stopped for a deploy) holds its
@@ -291,7 +309,10 @@ class Presence:
             worker = worker.decode()
             if worker == self.worker or float(beat) >= cutoff:
                 continue
-            for user_id in self.redis.smembers(f"{self.key}worker:{worker}"):
+            people = self.redis.smembers(f"{self.key}worker:{worker}")
+            log.warning("worker %s silent for %d s: letting go of its %d people", worker,
+                        WORKER_DEAD_AFTER, len(people))
+            for user_id in people:
                 self._leave_everywhere(int(user_id), worker)
             self.redis.hdel(f"{self.key}workers", worker)
             self.redis.delete(f"{self.key}worker:{worker}")
