@@ -155,6 +155,8 @@ class Presence:
 
     def opened(self, user_id: int) -> None:
         """A socket of this person opened here: online, unless they already were."""
+        # One decision at a time in this process, Redis call included: a leaving decided
+        # by the clock must not interleave with an arrival of the same person here.
         with self._lock:
             self.here[user_id] = self.here.get(user_id, 0) + 1
             if self.here[user_id] > 1:
@@ -162,7 +164,7 @@ class Presence:
             if self.leaving.pop(user_id, None) is not None:
                 return  # back within the grace period: nothing changed
             self._ensure_running()
-        self._arrive_everywhere(user_id)
+            self._arrive_everywhere(user_id)
 
     def closed(self, user_id: int) -> None:
         """A socket of this person closed here; their last one starts the grace period."""
@@ -196,8 +198,9 @@ class Presence:
             self.published += 1
             self.backplane.publish(event)
 
-    def _leave_everywhere(self, user_id: int, worker: str | None = None) -> bool:
-        """Let go of a person (for this worker, or a dead one); True if now offline."""
+    def _leave_everywhere(self, user_id: int, worker: str | None = None) -> tuple[bool, float]:
+        """Let go of a person (for this worker, or a dead one): whether they are now
+        offline everywhere, and the time to remember as their last seen."""
         last_seen = time.time()
         event = presence_event(user_id, False, last_seen)
         gone = False
@@ -215,8 +218,7 @@ class Presence:
             self.backplane.publish(event)
         if gone:
             self.published += 1
-            self._save_last_seen(user_id, last_seen)
-        return gone
+        return gone, last_seen
 
     def _keys(self, user_id: int, worker: str | None = None) -> list[str]:
         return [f"{self.key}user:{user_id}", f"{self.key}online",
@@ -267,11 +269,15 @@ class Presence:
         """Let go of people whose grace ran out, expire typing, beat, reap dead workers."""
         now = time.monotonic()
         with self._lock:
-            due = [u for u, t in self.leaving.items() if t <= now and u not in self.here]
-            for user_id in due:
-                del self.leaving[user_id]
+            due = [u for u, t in self.leaving.items() if t <= now]
         for user_id in due:
-            self._leave_everywhere(user_id)
+            with self._lock:  # checked again: they may have come back meanwhile
+                if self.leaving.get(user_id, now + 1) > now or user_id in self.here:
+                    continue
+                del self.leaving[user_id]
+                gone, when = self._leave_everywhere(user_id)
+            if gone:
+                self._save_last_seen(user_id, when)  # outside the lock: a database write
         self.hub.expire_typing(now)
         if self.redis is not None:
             self._beat(now)
@@ -313,7 +319,9 @@ class Presence:
             log.warning("worker %s silent for %d s: letting go of its %d people", worker,
                         WORKER_DEAD_AFTER, len(people))
             for user_id in people:
-                self._leave_everywhere(int(user_id), worker)
+                gone, when = self._leave_everywhere(int(user_id), worker)
+                if gone:
+                    self._save_last_seen(int(user_id), when)
             self.redis.hdel(f"{self.key}workers", worker)
             self.redis.delete(f"{self.key}worker:{worker}")
 
