@@ -254,6 +254,20 @@ class Presence:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, daemon=True, name="presence")
             self._thread.start()
+            if self.redis is not None:
+                # Its own loop, taking no lock: a storm of arrivals must not delay the
+                # heartbeat until the other workers take this one for dead.
+                threading.Thread(target=self._beat_loop, daemon=True,
+                                 name="presence-heartbeat").start()
+
+    def _beat_loop(self) -> None:
+        while True:
+            try:
+                with self.app.test_request_context("/"):
+                    self._beat(time.monotonic())
+            except Exception:  # noqa: BLE001
+                log.exception("presence heartbeat failed")
+            time.sleep(1.0)
 
     def _run(self) -> None:
         tick = max(0.05, min(1.0, self.grace / 4))
@@ -266,7 +280,7 @@ class Presence:
                 log.exception("presence tick failed")
 
     def tick(self) -> None:
-        """Let go of people whose grace ran out, expire typing, beat, reap dead workers."""
+        """Let go of people whose grace ran out, and expire typing."""
         now = time.monotonic()
         with self._lock:
             due = [u for u, t in self.leaving.items() if t <= now]
@@ -279,8 +293,6 @@ class Presence:
             if gone:
                 self._save_last_seen(user_id, when)  # outside the lock: a database write
         self.hub.expire_typing(now)
-        if self.redis is not None:
-            self._beat(now)
 
     def _beat(self, now: float) -> None:
         """Tell Redis this worker lives; let go of the people of workers that died."""
