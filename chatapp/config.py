@@ -124,6 +124,9 @@ def from_environment(instance_path: str, root_path: str) -> dict:
         "SEND_QUEUE_SIZE": _int("CHATAPP_SEND_QUEUE_SIZE", 256),
         "SEND_TIMEOUT": _int("CHATAPP_SEND_TIMEOUT", 20),
         "PING_INTERVAL": _int("CHATAPP_PING_INTERVAL", 25),
+        # Seconds a person stays online after their last socket closed (a reload, a
+        # deploy's reconnect storm): no flicker, no event.
+        "PRESENCE_GRACE": float(os.environ.get("CHATAPP_PRESENCE_GRACE") or 30),
         "MAX_SOCKETS_PER_USER": _int("CHATAPP_MAX_SOCKETS_PER_USER", 30),
         "HISTORY_PAGE_SIZE": 50,
         # Seconds after sending during which an author may edit a message (0: never).

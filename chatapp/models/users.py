@@ -44,6 +44,9 @@ class User(UserMixin, db.Model):
     # (square, re-encoded); None shows the username and the initials.
     display_name: Mapped[str | None] = mapped_column(String(50), default=None)
     avatar_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    # When the person's last socket (on any worker) closed and its grace period ran out:
+    # "Last seen 5 minutes ago". Written once per offline change, never per socket.
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
     # The signed-in session (UserSession id) this object was loaded for: set by the login
     # and by the user loader, never stored on the row.
     session_key = None

@@ -16,6 +16,7 @@ from .backplane import create_backplane
 from .reading import InlineReader
 from .current import EXTENSION, Realtime, get
 from .hub import Hub
+from .presence import Presence, last_seen
 from .reads import ReadTracker
 from .sidebars import render_push, render_room, render_sidebars
 
@@ -44,8 +45,12 @@ def init_app(app) -> Realtime:
     hub = Hub(on_read=reads.mark, render_sidebars=render_sidebars, recount_unread=_recount_unread,
               render_room=render_room, recount_mentions=_recount_mentions,
               render_push=render_push)
-    realtime = Realtime(hub=hub, backplane=create_backplane(app, hub), reads=reads)
+    backplane = create_backplane(app, hub)
+    realtime = Realtime(hub=hub, backplane=backplane, reads=reads,
+                        presence=Presence(app, hub, backplane))
     app.extensions[EXTENSION] = realtime
+    app.jinja_env.globals["is_online"] = lambda user_id: get().presence.is_online(user_id)
+    app.jinja_env.globals["last_seen"] = last_seen
     return realtime
 
 

@@ -19,6 +19,7 @@ class Realtime:
     hub: Hub
     backplane: object
     reads: ReadTracker
+    presence: object = None  # presence.Presence
 
 
 def get() -> Realtime:

@@ -83,3 +83,9 @@ def notify_changed(user_id: int, conversation_id: int, level: str) -> None:
     """A member chose a "Notify me" level: their badge is recounted in every tab."""
     publish({"type": "notify_changed", "user_id": user_id, "conversation_id": conversation_id,
              "level": level})
+
+
+def typing(conversation_id: int, user_id: int, name: str) -> None:
+    """Someone is typing in a conversation: its open pages say so for a few seconds."""
+    publish({"type": "typing", "conversation_id": conversation_id, "user_id": user_id,
+             "name": name})

@@ -14,6 +14,7 @@ from .. import metrics, notify
 from ..i18n import rendering_as
 from .client import DEFAULT_AUDIENCE, Client
 from .frames import POLICY_VIOLATION, Frame
+from .presence import PresenceEvents
 from .room_events import RoomEvents
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class UserState:
         return sum(self.mentions.values())
 
 
-class Hub(RoomEvents):
+class Hub(RoomEvents, PresenceEvents):
     """Routes events to the sockets of this process.
 
     Every event arrives through deliver(), whether it was published here or by another
@@ -84,6 +85,7 @@ class Hub(RoomEvents):
         self.slots: dict[int, int] = {}
         # Sessions logged out lately (key -> when), for handshakes already past their check.
         self.ended_sessions: dict[str, float] = {}
+        self._init_presence()  # who is online (every worker's), who is typing where
 
     # -- who is connected --------------------------------------------------------------
 
@@ -264,6 +266,8 @@ class Hub(RoomEvents):
         if late:
             self._late(event, frames, late)
         metrics.delivered(event, len(readers))
+        if not system:
+            self.typing_stopped(conversation_id, author_id)  # their message is here
         readers.discard(author_id)
         if readers:
             self.on_read(readers, conversation_id, message_id)

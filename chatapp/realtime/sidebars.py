@@ -13,6 +13,7 @@ from .. import dom_id
 from ..i18n import clock, rendering_as
 from ..models import Conversation, Message, Reaction, User, db
 from ..views import room_members, sidebar_context
+from .presence import sidebar_changed
 
 
 def render_sidebars(user_id: int, clients, unread: dict[int, int]):
@@ -25,18 +26,20 @@ def render_sidebars(user_id: int, clients, unread: dict[int, int]):
     if user is None:
         return None
     rendered: dict[tuple[int, str], str] = {}
+    context_of: dict[tuple[int, str], dict] = {}
     heads = None
     for client in clients:
         key = (client.conversation_id, client.audience)
         if key not in rendered:
             current = db.session.get(Conversation, client.conversation_id)
             with rendering_as(client.audience):  # the tab's language and time zone
-                context = sidebar_context(user, current, unread)
+                context = context_of[key] = sidebar_context(user, current, unread)
                 heads = context["heads"]
                 rendered[key] = render_template(
                     "pushes/sidebar_changed.html", sidebar=context, title=client.title
                 )
         client.push(rendered[key])
+        sidebar_changed(client, context_of[key])
     return heads
 
 

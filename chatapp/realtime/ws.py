@@ -23,11 +23,14 @@ from . import events
 from .client import Client, SnapshotIds, coalesced
 from .current import get
 from .frames import POLICY_VIOLATION
+from .presence import track_shown
 
 log = logging.getLogger(__name__)
 bp = Blueprint("realtime", __name__)
 
 FIELDS = {"body", "client_id", "csrf_token"}
+# The composer's "I am typing" frame (sent by an htmx trigger, throttled to one per 3 s).
+TYPING_FIELDS = {"typing", "csrf_token"}
 
 
 def origin_allowed() -> bool:
@@ -92,7 +95,7 @@ def _parse(raw) -> dict:
     if "\\u" in raw and not _encodable_json(data):
         raise Refusal(_("That message holds a broken character. Remove it and send again."))
     data.pop("headers", None)  # htmx adds its request headers; nothing in them is needed
-    unknown = set(data) - FIELDS
+    unknown = set(data) - (TYPING_FIELDS if "typing" in data else FIELDS)
     if unknown:
         raise Refusal(_("That message had unexpected fields. Reload the page and try again."))
     try:
@@ -101,6 +104,8 @@ def _parse(raw) -> dict:
         validate_csrf(data["csrf_token"])
     except ValidationError:
         raise Refusal(_("Your session has changed. Reload the page to send messages."))
+    if "typing" in data:
+        return data
     data["client_id"] = posting.client_id(data.get("client_id"))
     if not isinstance(data.get("body"), str):
         raise Refusal(_("Type a message first."))
@@ -139,6 +144,9 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw,
     started = time.perf_counter()
     try:
         data = _parse(raw)
+        if "typing" in data:
+            typing(client, conversation, user, refusals)
+            return
         body = posting.message_text(data["body"])
         posting.check_rate(client.user_id)
         posting.check_member(conversation, user)
@@ -158,12 +166,36 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw,
     metrics.acknowledged(started)
 
 
+def typing(client: Client, conversation: Conversation, user: User,
+           refusals: Refusals | None = None) -> None:
+    """Tell the conversation's other members that this person is typing (never stored).
+
+    A person's frames closer together than the composer's throttle are dropped and count
+    as refused, so a flood closes the socket as any other does; nothing reaches others.
+    """
+    hub = get().hub
+    try:
+        if not hub.accept_typing(user.id):
+            raise Refusal("typing too fast")
+        posting.check_member(conversation, user)
+    except Refusal as refusal:
+        metrics.refused("typing")
+        log.info("typing frame from user %s dropped: %s", user.id, refusal)
+        if refusals is not None and refusals.one_too_many():
+            log.warning("socket of user %s closed: more than %d refused frames in %ds",
+                        user.id, refusals.limit, refusals.window)
+            client.close(POLICY_VIOLATION, "Too many refused messages")
+        return
+    events.typing(conversation.id, user.id, user.username)
+
+
 def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     """Bring the page up to date: the current window of messages and the sidebar."""
     messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
     client.skip_ids = SnapshotIds(m.id for m in messages)
     sidebar = sidebar_context(user, conversation)
     get().hub.sidebar_rendered(user.id, sidebar["heads"])
+    track_shown(client, sidebar, conversation)
     client.push(
         render_template(
             "pushes/snapshot.html",
@@ -211,6 +243,7 @@ def socket(ws, conversation_id: int):
     metrics.socket_opened()
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
+        realtime.presence.opened(user.id)
         latest = Membership.mark_read(user.id, conversation)
         db.session.commit()
         events.conversation_read(user.id, conversation.id, latest)
@@ -231,6 +264,7 @@ def socket(ws, conversation_id: int):
             time.sleep(0)
     finally:
         realtime.hub.detach(client)
+        realtime.presence.closed(user.id)
         client.close(1000, "")
         client.join()  # the closing frame goes out before the server lets go of the socket
         code = getattr(client, "close_code", None) or int(ws.close_reason or 0)  # ours, else theirs
