@@ -1,7 +1,7 @@
 """presence: when each person was last online (for "Last seen 5 minutes ago")
 
 Revision ID: e5a3c1f7d920
-Revises: e5a1c9d2f7b3
+Revises: e5a1c9d07f42
 Create Date: 2026-12-03 15:15:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e5a3c1f7d920'
-down_revision = 'e5a1c9d2f7b3'
+down_revision = 'e5a1c9d07f42'
 branch_labels = None
 depends_on = None
 
