@@ -97,37 +97,125 @@ def _size(stream) -> int:
 
 
 def _off_the_loop(fn, *args):
-    """Run CPU-heavy work on a real thread under gevent, so sockets keep flowing meanwhile."""
+    """Run CPU-heavy work (decoding an upload) where it cannot stall the worker's sockets.
+
+    Under gevent (wsgi.py), fn runs in a forked child process at the lowest CPU priority:
+    the event loop's thread shares no lock with it (a thread would share the GIL, and a
+    low-priority thread holding the GIL makes the loop wait for it), and on a busy core the
+    scheduler runs the loop first. The answer comes back over a socket, read cooperatively.
+    Without gevent (the test client, `flask` commands), fn runs here.
+    """
     try:
-        from gevent import get_hub, monkey
+        from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency
         return fn(*args)
-    if monkey.is_module_patched("threading"):
-        failed, value = get_hub().threadpool.apply(_caught, (fn, *args))
+    if monkey.is_module_patched("os") and monkey.is_module_patched("socket"):
+        failed, value = _in_a_child(fn, *args)
         if failed:
             raise value  # here, on the request's greenlet, where it is handled
         return value
     return fn(*args)
 
 
-def _caught(fn, *args):
-    """fn's outcome as a value: gevent's pool prints a traceback for any exception it sees."""
-    _yield_to_the_loop()
+def _in_a_child(fn, *args):
+    """(failed, fn's value or its Refusal), computed in a forked child process."""
+    import signal
+    import socket
+
+    ours, theirs = socket.socketpair()
+    theirs_fd = theirs.fileno()
+    pid = os.fork()  # gevent's fork: the child gets a fresh hub it never uses
+    if pid == 0:  # the child: no greenlets, no logging; plain blocking writes, then exit
+        status = 1
+        try:
+            os.close(ours.fileno())
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)  # gunicorn's handlers are the parent's
+            _yield_to_the_loop()
+            answer = _child_outcome(fn, args)
+            os.set_blocking(theirs_fd, True)
+            view = memoryview(answer)
+            while view:
+                view = view[os.write(theirs_fd, view):]
+            status = 0
+        finally:
+            os._exit(status)
+    theirs.close()
+    reaped = False
     try:
-        return False, fn(*args)
-    except Exception as exc:  # noqa: BLE001 - handed back whole and re-raised
-        return True, exc
+        with ours:
+            chunks = []
+            while chunk := ours.recv(1 << 20):  # cooperative: other greenlets run meanwhile
+                chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)  # gevent's: waits without blocking the loop
+        reaped = True
+    finally:
+        if not reaped:  # this request was interrupted (client gone, worker stopping)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                pass
+    if status != 0 or not chunks:
+        # Killed (out of memory, say) or crashed: the upload is refused, the worker lives.
+        log.error("image decoding process %s ended with status %s", pid, status)
+        return True, imaging.Refused(imaging.DAMAGED)
+    return _ChildAnswer(b"".join(chunks)).load()
+
+
+def _child_outcome(fn, args) -> bytes:
+    """What the child sends back: (failed, value), pickled; an unexpected error as text."""
+    import pickle
+
+    try:
+        outcome = (False, fn(*args))
+    except Refusal as refusal:
+        outcome = (True, refusal)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        outcome = (True, f"{type(exc).__name__}: {exc}")
+    return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _ChildAnswer:
+    """Unpickles only what a decode can answer: the child parsed untrusted bytes, so its
+    answer may name no class but these."""
+
+    ALLOWED = {
+        ("chatapp.imaging", "Processed"), ("chatapp.imaging", "Encoded"),
+        ("chatapp.imaging", "Refused"), ("chatapp.posting", "Refusal"),
+    }
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def load(self):
+        import io
+        import pickle
+
+        allowed = self.ALLOWED
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in allowed:
+                    raise pickle.UnpicklingError(f"{module}.{name} is not a decoding answer")
+                return super().find_class(module, name)
+
+        failed, value = Restricted(io.BytesIO(self.data)).load()
+        if failed and isinstance(value, str):
+            raise RuntimeError(f"decoding an image failed: {value}")
+        return failed, value
 
 
 STORE_DOWN = "Images cannot be stored right now. Try again in a minute; text messages still work."
 
 
 def _yield_to_the_loop() -> None:
-    """Lower this pool thread's CPU priority (Linux: per thread), so that on a busy core the
-    event loop's thread, which every socket of the worker waits on, is scheduled first."""
+    """Lower this process's CPU priority (the decoding child's), so that on a busy core
+    the worker's event loop, which every socket of the worker waits on, is scheduled first."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux, or not allowed: only slower sockets
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    except (AttributeError, OSError):  # not allowed: only slower sockets
         pass
 
 
