@@ -101,3 +101,27 @@ def test_without_gevent_the_decode_runs_in_this_process():
     assert uploads._off_the_loop(os.getpid) == os.getpid()
     processed = uploads._off_the_loop(imaging.process, io.BytesIO(out.getvalue()), 1_000_000)
     assert (processed.original.width, processed.original.height) == (40, 30)
+
+
+def test_a_large_body_is_parsed_whole_while_handing_the_loop_back_between_pieces():
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from chatapp.cooperative import READ_SLICE, CooperativeInput
+
+    payload = bytes(range(256)) * (12 * 1024)  # 3 MiB
+    builder = EnvironBuilder(method="POST", data={
+        "caption": "hi", "image": (io.BytesIO(payload), "big.png", "image/png")})
+    environ = builder.get_environ()
+    builder.close()
+    pauses = []
+    body = environ["wsgi.input"]
+    environ["wsgi.input"] = CooperativeInput(body, pause=lambda: pauses.append(1))
+    request = Request(environ)
+    try:
+        assert request.form["caption"] == "hi"
+        assert request.files["image"].read() == payload
+    finally:
+        request.close()
+        body.close()
+    assert len(pauses) >= len(payload) // READ_SLICE - 1
