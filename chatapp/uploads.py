@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
@@ -78,9 +79,8 @@ def upload(conversation_id: int):
             # Decoding takes a while: hold no database transaction (nor connection) meanwhile.
             db.session.rollback()
             with _decoding:
-                processed = _off_the_loop(
-                    imaging.process, upload.stream, current_app.config["MAX_IMAGE_PIXELS"]
-                )
+                processed = _off_the_loop(imaging.process, _in_memory(upload.stream),
+                                          current_app.config["MAX_IMAGE_PIXELS"])
             _post(conversation, caption, client_id, processed)
     except Refusal as refusal:  # imaging.Refused among them (422)
         metrics.refused("upload")
@@ -94,6 +94,12 @@ def _size(stream) -> int:
     size = stream.tell()
     stream.seek(0)
     return size
+
+
+def _in_memory(stream) -> io.BytesIO:
+    """The upload's bytes (at most MAX_CONTENT_LENGTH), for a decoding child that keeps no
+    file of the worker's open."""
+    return io.BytesIO(stream.read())
 
 
 def _off_the_loop(fn, *args):
@@ -128,7 +134,11 @@ def _in_a_child(fn, *args):
     if pid == 0:  # the child: no greenlets, no logging; plain blocking writes, then exit
         status = 1
         try:
-            os.close(ours.fileno())
+            # Only its answer socket stays open: not the worker's listening socket, nor the
+            # people's sockets (closing one in the worker must not wait for this child),
+            # nor the database's.
+            os.closerange(3, theirs_fd)
+            os.closerange(theirs_fd + 1, os.sysconf("SC_OPEN_MAX"))
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                         signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)  # gunicorn's handlers are the parent's
@@ -226,7 +236,9 @@ def post_image(conversation, author, caption: str, client_id: str, stream) -> Me
     """
     db.session.rollback()  # decoding takes a while: hold no transaction meanwhile
     with _decoding:
-        processed = _off_the_loop(imaging.process, stream, current_app.config["MAX_IMAGE_PIXELS"])
+        processed = _off_the_loop(
+            imaging.process, _in_memory(stream), current_app.config["MAX_IMAGE_PIXELS"]
+        )
     return _post(conversation, caption, client_id, processed, author)
 
 

@@ -45,6 +45,7 @@ SCRIPT = textwrap.dedent("""
     def broken():
         raise KeyError("not a refusal")
 
+    listening = __import__("socket").create_server(("127.0.0.1", 0))  # like gunicorn's
     data = photo()
     here = imaging.process(io.BytesIO(data), 40_000_000)
     there = uploads._off_the_loop(imaging.process, io.BytesIO(data), 40_000_000)
@@ -59,6 +60,8 @@ SCRIPT = textwrap.dedent("""
         "broken": outcome(broken),
         "foreign_class": outcome(pathlib.Path, "/etc/passwd"),
         "after": uploads._off_the_loop(sum, [1, 2, 3]),
+        "parent_fds": len(os.listdir("/proc/self/fd")),
+        "child_fds": uploads._off_the_loop(lambda: os.listdir("/proc/self/fd")),
     }))
 """)
 
@@ -89,6 +92,9 @@ def test_the_child_decodes_exactly_as_the_worker_would_and_contains_its_failures
     # The answer may name only the classes a decode returns.
     assert seen["foreign_class"][0] == "UnpicklingError"
     assert seen["after"] == 6
+    # The child keeps open only standard input and output, its answer socket (and the
+    # folder being listed): none of the worker's sockets or files.
+    assert len(seen["child_fds"]) == 5 < seen["parent_fds"]
 
 
 def test_without_gevent_the_decode_runs_in_this_process():
