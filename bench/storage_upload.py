@@ -97,6 +97,27 @@ def loop_stalls(probe: Path, began: float, ended: float) -> dict:
             "total_ms": round(sum(late), 1)}
 
 
+def worker_cpu(server) -> tuple[float, float, float]:
+    """CPU seconds of the worker's event-loop thread, of its reaped children (the
+    decoding processes), and the loop thread's share of the first spent in the kernel
+    (from /proc)."""
+    from servers import CLK
+
+    master = server.process.pid  # taskset exec'd gunicorn's master
+    with open(f"/proc/{master}/task/{master}/children") as f:
+        workers = [int(pid) for pid in f.read().split()]
+    loop = children = kernel = 0.0
+    for pid in workers[:1]:  # gunicorn's one worker
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        loop = (int(fields[11]) + int(fields[12])) / CLK
+        kernel = int(fields[12]) / CLK
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        children = (int(fields[13]) + int(fields[14])) / CLK
+    return loop, children, kernel
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(len(ordered) * 0.99) - 1)]
@@ -138,6 +159,7 @@ async def run(args) -> dict:
                 phase = len(phases) + 1
                 client.recorder.start(phase)
                 began = time.monotonic()
+                cpu_before = worker_cpu(server)
                 task = None
                 if with_upload:
                     async def later():
@@ -148,6 +170,10 @@ async def run(args) -> dict:
                 upload_began, took = (await task) if task else (None, None)
                 await asyncio.sleep(2)  # the last deliveries
                 lat = [x / 1e6 for x in client.recorder.latencies]
+                cpu_after = worker_cpu(server)
+                loop_cpu = round(cpu_after[0] - cpu_before[0], 2)
+                child_cpu = round(cpu_after[1] - cpu_before[1], 2)
+                loop_kernel = round(cpu_after[2] - cpu_before[2], 2)
                 stalls = loop_stalls(probe, began, time.monotonic()) if args.probe else None
                 if args.probe and with_upload:  # the stalls while the upload was in flight
                     stalls["during_upload"] = loop_stalls(probe, upload_began, upload_began + took)
@@ -156,12 +182,16 @@ async def run(args) -> dict:
                                "p50_ms": round(statistics.median(lat), 2),
                                "p99_ms": round(p99(lat), 2),
                                "loadavg": round(os.getloadavg()[0], 2),
+                               "loop_cpu_s": loop_cpu, "loop_kernel_cpu_s": loop_kernel,
+                               "decoding_cpu_s": child_cpu,
                                **({"loop_stalls": stalls} if stalls else {}),
                                "latencies": lat})
                 print(f"  phase {phase} upload={with_upload}: {len(lat)}/{count * len(tabs)} "
                       f"delivered, p50 {statistics.median(lat):.1f} ms, p99 {p99(lat):.1f} ms"
                       + (f", upload took {took:.2f} s" if took else "")
-                      + f", load {os.getloadavg()[0]:.1f}"
+                      + f", load {os.getloadavg()[0]:.1f}, loop CPU {loop_cpu:.2f} s "
+                      f"({loop_kernel:.2f} kernel), "
+                      f"decoding CPU {child_cpu:.2f} s"
                       + (f", loop stalls {stalls}" if stalls else ""), flush=True)
         await client.close()
     finally:
@@ -190,6 +220,7 @@ async def run(args) -> dict:
             "seconds": args.seconds, "repeats": args.repeats, "upload_bytes": len(picture),
             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "store_nice": args.store_nice if args.storage == "s3" else None,
+            "priority": args.priority,
             "phases": phases, **summary, "p99_ratio": round(ratio, 3),
             "median_phase_p99_ms": medians, "median_phase_p99_ratio": round(median_ratio, 3)}
 
@@ -205,12 +236,18 @@ def main() -> None:
                         help="log the server's event-loop stalls (bench/loop_probe.py)")
     parser.add_argument("--store-nice", type=int, default=10,
                         help="CPU priority of the S3 server on the client's core (0-19)")
+    parser.add_argument("--priority", type=int, default=0,
+                        help="nice value of the server, the client and the S3 server (negative "
+                             "needs root): on a machine shared with other work, -10 keeps that "
+                             "work from preempting them; the decoding child still lowers itself")
     parser.add_argument("--out", help="results file (default bench/results/storage-upload-<storage>.json)")
     args = parser.parse_args()
     client_python = ensure_venv("client", BENCH / "requirements.txt")
     if Path(sys.prefix).resolve() != client_python.parent.parent.resolve():
         os.execv(str(client_python), [str(client_python), *sys.argv])
     os.sched_setaffinity(0, {CLIENT_CORE})
+    if args.priority:
+        os.setpriority(os.PRIO_PROCESS, 0, args.priority)  # inherited by the server and moto
     result = asyncio.run(run(args))
     out = Path(args.out) if args.out else BENCH / "results" / f"storage-upload-{args.storage}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
