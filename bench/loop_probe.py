@@ -10,7 +10,8 @@ socket of that worker was served.
 import os
 
 # gunicorn.conf.py finds chatapp/logs.py beside its own __file__.
-__file__ = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
+_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+__file__ = os.path.join(_root, "gunicorn.conf.py")
 with open(__file__) as _f:
     exec(compile(_f.read(), __file__, "exec"))
 

@@ -240,7 +240,8 @@ def main() -> None:
                         help="nice value of the server, the client and the S3 server (negative "
                              "needs root): on a machine shared with other work, -10 keeps that "
                              "work from preempting them; the decoding child still lowers itself")
-    parser.add_argument("--out", help="results file (default bench/results/storage-upload-<storage>.json)")
+    parser.add_argument("--out",
+                        help="results file (default bench/results/storage-upload-<storage>.json)")
     args = parser.parse_args()
     client_python = ensure_venv("client", BENCH / "requirements.txt")
     if Path(sys.prefix).resolve() != client_python.parent.parent.resolve():

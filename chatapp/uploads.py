@@ -130,7 +130,13 @@ def _in_a_child(fn, *args):
 
     ours, theirs = socket.socketpair()
     theirs_fd = theirs.fileno()
-    pid = os.fork()  # gevent's fork: the child gets a fresh hub it never uses
+    try:
+        pid = os.fork()  # gevent's fork: the child gets a fresh hub it never uses
+    except OSError as exc:  # out of processes or memory: refuse this upload, keep serving
+        ours.close()
+        theirs.close()
+        log.error("could not start an image decoding process: %s", exc)
+        return True, Refusal(DECODER_BUSY, 503)
     if pid == 0:  # the child: no greenlets, no logging; plain blocking writes, then exit
         status = 1
         try:
@@ -200,7 +206,6 @@ class _ChildAnswer:
         self.data = data
 
     def load(self):
-        import io
         import pickle
 
         allowed = self.ALLOWED
@@ -217,6 +222,9 @@ class _ChildAnswer:
         return failed, value
 
 
+DECODER_BUSY = (
+    "Images cannot be processed right now. Try again in a minute; text messages still work."
+)
 STORE_DOWN = "Images cannot be stored right now. Try again in a minute; text messages still work."
 
 

@@ -46,6 +46,13 @@ SCRIPT = textwrap.dedent("""
         raise KeyError("not a refusal")
 
     listening = __import__("socket").create_server(("127.0.0.1", 0))  # like gunicorn's
+    def no_fork():  # the machine is out of processes: that upload is refused with a 503
+        real, os.fork = os.fork, lambda: (_ for _ in ()).throw(OSError(11, "no processes"))
+        try:
+            return outcome(sum, [1]) + [len(os.listdir("/proc/self/fd"))]
+        finally:
+            os.fork = real
+
     data = photo()
     here = imaging.process(io.BytesIO(data), 40_000_000)
     there = uploads._off_the_loop(imaging.process, io.BytesIO(data), 40_000_000)
@@ -62,8 +69,15 @@ SCRIPT = textwrap.dedent("""
         "after": uploads._off_the_loop(sum, [1, 2, 3]),
         "parent_fds": len(os.listdir("/proc/self/fd")),
         "child_fds": uploads._off_the_loop(lambda: os.listdir("/proc/self/fd")),
+        "no_fork": no_fork(),
     }))
 """)
+
+
+def uploads_module():
+    from chatapp import uploads
+
+    return uploads
 
 
 def run_under_gevent() -> dict:
@@ -95,6 +109,9 @@ def test_the_child_decodes_exactly_as_the_worker_would_and_contains_its_failures
     # The child keeps open only standard input and output, its answer socket (and the
     # folder being listed): none of the worker's sockets or files.
     assert len(seen["child_fds"]) == 5 < seen["parent_fds"]
+    # No process to decode in: a 503 refusal, and no socket left open behind it.
+    assert seen["no_fork"][:2] == ["Refusal", uploads_module().DECODER_BUSY]
+    assert seen["no_fork"][2] == seen["parent_fds"]
 
 
 def test_without_gevent_the_decode_runs_in_this_process():
