@@ -72,8 +72,10 @@ CLK = os.sysconf("SC_CLK_TCK")
 class Server:
     """One system under test, running on core 0."""
 
-    def __init__(self, system: str, workdir: Path, env: dict | None = None, workers: int = 1):
+    def __init__(self, system: str, workdir: Path, env: dict | None = None, workers: int = 1,
+                 config: str = "gunicorn.conf.py"):
         self.system = system
+        self.config = config  # chatapp's gunicorn settings (bench/loop_probe.py adds a probe)
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -102,7 +104,7 @@ class Server:
             )
             env.setdefault("DATABASE_URL", f"sqlite:///{self.workdir / 'chatapp.sqlite3'}")
             py = chatapp_python()
-            return ([py, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+            return ([py, "-m", "gunicorn", "-c", self.config,
                      "--bind", f"127.0.0.1:{self.port}", "--backlog", "4096"], ROOT, env)
         name = "floor" if self.system == "floor-nagle" else self.system
         peer = BENCH / "peers" / name

@@ -39,6 +39,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         # from the headers the proxy sets, for exactly that many hops.
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    from . import cooperative
+
+    cooperative.install(app)  # a large upload's body is read without holding the event loop
     app.config.setdefault(
         "SOCK_SERVER_OPTIONS", {"max_message_size": app.config["MAX_FRAME_BYTES"]}
     )

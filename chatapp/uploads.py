@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask_babel import gettext as _, lazy_gettext as _l
+import io
 import logging
 import os
 import secrets
 import threading
 
 from flask import Blueprint, abort, current_app, request
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
@@ -79,9 +80,8 @@ def upload(conversation_id: int):
             # Decoding takes a while: hold no database transaction (nor connection) meanwhile.
             db.session.rollback()
             with _decoding:
-                processed = _off_the_loop(
-                    imaging.process, upload.stream, current_app.config["MAX_IMAGE_PIXELS"]
-                )
+                processed = _off_the_loop(imaging.process, _in_memory(upload.stream),
+                                          current_app.config["MAX_IMAGE_PIXELS"])
             _post(conversation, caption, client_id, processed)
     except Refusal as refusal:  # imaging.Refused among them (422)
         metrics.refused("upload")
@@ -97,38 +97,146 @@ def _size(stream) -> int:
     return size
 
 
+def _in_memory(stream) -> io.BytesIO:
+    """The upload's bytes (at most MAX_CONTENT_LENGTH), for a decoding child that keeps no
+    file of the worker's open."""
+    return io.BytesIO(stream.read())
+
+
 def _off_the_loop(fn, *args):
-    """Run CPU-heavy work on a real thread under gevent, so sockets keep flowing meanwhile."""
+    """Run CPU-heavy work (decoding an upload) where it cannot stall the worker's sockets.
+
+    Under gevent (wsgi.py), fn runs in a forked child process at the lowest CPU priority:
+    the event loop's thread shares no lock with it (a thread would share the GIL, and a
+    low-priority thread holding the GIL makes the loop wait for it), and on a busy core the
+    scheduler runs the loop first. The answer comes back over a socket, read cooperatively.
+    Without gevent (the test client, `flask` commands), fn runs here.
+    """
     try:
-        from gevent import get_hub, monkey
+        from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency
         return fn(*args)
-    if monkey.is_module_patched("threading"):
-        failed, value = get_hub().threadpool.apply(_caught, (fn, *args))
+    if monkey.is_module_patched("os") and monkey.is_module_patched("socket"):
+        failed, value = _in_a_child(fn, *args)
         if failed:
             raise value  # here, on the request's greenlet, where it is handled
         return value
     return fn(*args)
 
 
-def _caught(fn, *args):
-    """fn's outcome as a value: gevent's pool prints a traceback for any exception it sees."""
-    _yield_to_the_loop()
+def _in_a_child(fn, *args):
+    """(failed, fn's value or its Refusal), computed in a forked child process."""
+    import signal
+    import socket
+
+    ours, theirs = socket.socketpair()
+    theirs_fd = theirs.fileno()
     try:
-        return False, fn(*args)
-    except Exception as exc:  # noqa: BLE001 - handed back whole and re-raised
-        return True, exc
+        pid = os.fork()  # gevent's fork: the child gets a fresh hub it never uses
+    except OSError as exc:  # out of processes or memory: refuse this upload, keep serving
+        ours.close()
+        theirs.close()
+        log.error("could not start an image decoding process: %s", exc)
+        return True, Refusal(DECODER_BUSY, 503)
+    if pid == 0:  # the child: no greenlets, no logging; plain blocking writes, then exit
+        status = 1
+        try:
+            # Only its answer socket stays open: not the worker's listening socket, nor the
+            # people's sockets (closing one in the worker must not wait for this child),
+            # nor the database's.
+            os.closerange(3, theirs_fd)
+            os.closerange(theirs_fd + 1, os.sysconf("SC_OPEN_MAX"))
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)  # gunicorn's handlers are the parent's
+            _yield_to_the_loop()
+            answer = _child_outcome(fn, args)
+            os.set_blocking(theirs_fd, True)
+            view = memoryview(answer)
+            while view:
+                view = view[os.write(theirs_fd, view):]
+            status = 0
+        finally:
+            os._exit(status)
+    theirs.close()
+    reaped = False
+    try:
+        with ours:
+            chunks = []
+            while chunk := ours.recv(1 << 20):  # cooperative: other greenlets run meanwhile
+                chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)  # gevent's: waits without blocking the loop
+        reaped = True
+    finally:
+        if not reaped:  # this request was interrupted (client gone, worker stopping)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                pass
+    if status != 0 or not chunks:
+        # Killed (out of memory, say) or crashed: the upload is refused, the worker lives.
+        log.error("image decoding process %s ended with status %s", pid, status)
+        return True, imaging.Refused(imaging.DAMAGED)
+    return _ChildAnswer(b"".join(chunks)).load()
 
 
+def _child_outcome(fn, args) -> bytes:
+    """What the child sends back: (failed, value), pickled; an unexpected error as text."""
+    import pickle
+
+    try:
+        outcome = (False, fn(*args))
+    except Refusal as refusal:
+        # Its message may be a lazy translation: send the text, in this request's language.
+        refusal.args = tuple(str(arg) for arg in refusal.args)
+        outcome = (True, refusal)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        outcome = (True, f"{type(exc).__name__}: {exc}")
+    return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _ChildAnswer:
+    """Unpickles only what a decode can answer: the child parsed untrusted bytes, so its
+    answer may name no class but these."""
+
+    ALLOWED = {
+        ("chatapp.imaging", "Processed"), ("chatapp.imaging", "Encoded"),
+        ("chatapp.imaging", "Refused"), ("chatapp.posting", "Refusal"),
+    }
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def load(self):
+        import pickle
+
+        allowed = self.ALLOWED
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in allowed:
+                    raise pickle.UnpicklingError(f"{module}.{name} is not a decoding answer")
+                return super().find_class(module, name)
+
+        failed, value = Restricted(io.BytesIO(self.data)).load()
+        if failed and isinstance(value, str):
+            raise RuntimeError(f"decoding an image failed: {value}")
+        return failed, value
+
+
+DECODER_BUSY = _l(
+    "Images cannot be processed right now. Try again in a minute; text messages still work."
+)
 STORE_DOWN = _l("Images cannot be stored right now. Try again in a minute; text messages still work.")
 
 
 def _yield_to_the_loop() -> None:
-    """Lower this pool thread's CPU priority (Linux: per thread), so that on a busy core the
-    event loop's thread, which every socket of the worker waits on, is scheduled first."""
+    """Lower this process's CPU priority (the decoding child's), so that on a busy core
+    the worker's event loop, which every socket of the worker waits on, is scheduled first."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux, or not allowed: only slower sockets
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    except (AttributeError, OSError):  # not allowed: only slower sockets
         pass
 
 
@@ -139,7 +247,9 @@ def post_image(conversation, author, caption: str, client_id: str, stream) -> Me
     """
     db.session.rollback()  # decoding takes a while: hold no transaction meanwhile
     with _decoding:
-        processed = _off_the_loop(imaging.process, stream, current_app.config["MAX_IMAGE_PIXELS"])
+        processed = _off_the_loop(
+            imaging.process, _in_memory(stream), current_app.config["MAX_IMAGE_PIXELS"]
+        )
     return _post(conversation, caption, client_id, processed, author)
 
 

@@ -110,26 +110,29 @@ def test_apng_and_animated_webp_decode_no_more_pixels_than_one_image_at_the_limi
     assert stored.n_frames == 5 and stored.size == (500, 400)
 
 
-def test_decodes_wait_their_turn_without_stopping_the_worker():
-    """Under gevent (as in wsgi.py) at most two decodes run at once and greenlets keep running."""
-    script = textwrap.dedent("""
+def test_decodes_wait_their_turn_without_stopping_the_worker(tmp_path):
+    """Under gevent (as in wsgi.py) at most two decodes run at once and greenlets keep running.
+
+    Each decode runs in a child process: it writes down when it ran, and the overlap of
+    those spans is counted here.
+    """
+    spans = tmp_path / "spans"
+    script = textwrap.dedent(f"""
         from gevent import monkey
         monkey.patch_all()
+        import time
         import gevent
         from gevent.monkey import get_original
         from chatapp import uploads
 
-        real_lock = get_original("threading", "Lock")()
         real_sleep = get_original("time", "sleep")
-        state = {"now": 0, "most": 0, "ticks": 0}
+        state = {{"ticks": 0}}
 
         def decode():
-            with real_lock:
-                state["now"] += 1
-                state["most"] = max(state["most"], state["now"])
+            began = time.monotonic()
             real_sleep(0.2)
-            with real_lock:
-                state["now"] -= 1
+            with open({str(spans)!r}, "a") as f:
+                f.write(f"{{began}} {{time.monotonic()}}\\n")
 
         def upload():
             with uploads._decoding:
@@ -143,11 +146,14 @@ def test_decodes_wait_their_turn_without_stopping_the_worker():
         tick = gevent.spawn(ticker)
         gevent.joinall([gevent.spawn(upload) for _ in range(6)])
         tick.kill()
-        print(state["most"], state["ticks"])
+        print(state["ticks"])
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, check=True)
-    most, ticks = map(int, done.stdout.split())
+    ticks = int(done.stdout.split()[0])
+    ran = [tuple(map(float, line.split())) for line in spans.read_text().splitlines()]
+    assert len(ran) == 6
+    most = max(sum(b <= at < e for b, e in ran) for at, _ in ran)
     assert most == 2
     assert ticks > 10  # the loop ran while the decodes did
 
