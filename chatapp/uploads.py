@@ -10,6 +10,7 @@ import threading
 
 from flask import Blueprint, abort, current_app, request
 from flask_babel import gettext as _, lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
@@ -188,9 +189,15 @@ def _child_outcome(fn, args) -> bytes:
     try:
         outcome = (False, fn(*args))
     except Refusal as refusal:
-        # Its message may be a lazy translation: send the text, in this request's language.
-        refusal.args = tuple(str(arg) for arg in refusal.args)
-        outcome = (True, refusal)
+        # The message is usually a lazy translation. Translating it needs the person's
+        # language, which the child cannot look up (it has no database connection), so it
+        # travels untranslated and the parent translates it (_ChildAnswer.load).
+        message = refusal.args[0] if refusal.args else ""
+        if isinstance(message, LazyString):
+            text = (message._args, message._kwargs)
+        else:
+            text = ((str(message),), {})
+        outcome = (True, ("refusal", isinstance(refusal, imaging.Refused), refusal.status, text))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         outcome = (True, f"{type(exc).__name__}: {exc}")
     return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
@@ -222,6 +229,9 @@ class _ChildAnswer:
         failed, value = Restricted(io.BytesIO(self.data)).load()
         if failed and isinstance(value, str):
             raise RuntimeError(f"decoding an image failed: {value}")
+        if failed and isinstance(value, tuple) and value[0] == "refusal":
+            _, refused, status, (args, kwargs) = value
+            return True, (imaging.Refused if refused else Refusal)(_l(*args, **kwargs), status)
         return failed, value
 
 
