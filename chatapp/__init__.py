@@ -64,8 +64,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import (account, admin, api, assets, auth, chat, cli, health, icons, messages, metrics,
-                   realtime, rooms)
+    from . import account, admin, api, assets, auth, chat, cli, health, icons, messages
+    from . import metrics, realtime, rooms
     from . import search, storage, uploads
     from . import admin_rooms  # noqa: F401 - adds the rooms pages to the admin blueprint
     from . import room_settings  # noqa: F401 - adds a room's settings to the rooms blueprint
