@@ -377,6 +377,7 @@ def test_a_socket_attaching_just_after_its_logout_is_closed():
 
         def __init__(self, key):
             self.user_id, self.conversation_id, self.session_key = 7, 1, key
+            self.audience = "en UTC"  # the language and time zone its pushes render in
             self.closed = None
 
         def close(self, code, reason):
