@@ -618,13 +618,17 @@ def test_everything_is_reachable_by_keyboard(chatters):
     alice = chatters("alice")
     alice.register()
     page = alice.page
-    # In reading order: the list, the people search, the header (room settings, message
-    # search, log out), the scrollable log, the composer.
+    # In reading order from the first conversation: the list, the people search, the
+    # header (room settings, message search, admin, settings, log out), the scrollable
+    # log, the composer. (alice is the first account, so an administrator.) Tabbing starts
+    # at the list, not wherever the page's load left the focus.
+    alice.nav.get_by_role("link", name="Public room").focus()
     for target in (
-        alice.nav.get_by_role("link", name="Public room"),
         page.get_by_role("searchbox", name="Find people"),
         page.get_by_role("link", name="Room settings"),
         page.get_by_role("searchbox", name="Search messages"),
+        page.get_by_role("link", name="Admin"),
+        page.get_by_role("link", name="Settings", exact=True),
         page.get_by_role("button", name="Log out"),
         page.locator(".scroller"),
         page.get_by_label("Attach image"),
