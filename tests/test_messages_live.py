@@ -67,7 +67,7 @@ def test_a_page_offline_during_changes_is_made_current_on_reconnect(server_facto
     assert action(alice, f"/messages/{gone}/delete").status_code == 200
     assert action(alice, f"/messages/{liked}/reactions", emoji="❤️").status_code == 200
     back = bob.connect()  # the connect snapshot
-    snapshot = back.frames[-1] if 'hx-swap="innerHTML"' in back.frames[-1] else next(
+    snapshot = back.frames[-1] if 'hx-target="#messages" hx-swap="innerHTML"' in back.frames[-1] else next(
         f for f in back.frames if 'hx-target="#messages" hx-swap="innerHTML"' in f)
     assert "typo here" in snapshot and "(edited)" in snapshot and "typo hree" not in snapshot
     assert f'id="message-{gone}"' not in snapshot

@@ -15,6 +15,9 @@ import pytest
 
 from conftest import csrf_from
 
+# The connect snapshot: the log's contents (other pushes, such as presence, swap innerHTML too).
+SNAPSHOT = 'hx-target="#messages" hx-swap="innerHTML"'
+
 
 class RawSocket:
     """A WebSocket client speaking the wire protocol as a browser does (with deflate)."""
@@ -119,7 +122,7 @@ def test_pushed_frames_are_deflated_and_decode_in_a_browser_like_inflater(server
     sock = RawSocket(bob)
     try:
         assert "permessage-deflate" in sock.head.lower()
-        sock.texts_until('hx-swap="innerHTML"')  # the connect snapshot (compressed too)
+        sock.texts_until(SNAPSHOT)  # the connect snapshot (compressed too)
         before = sock.compressed_frames
         sender = alice.connect()
         # Long enough that each push passes COMPRESS_MIN_BYTES.
@@ -141,7 +144,7 @@ def test_short_pushes_go_plain_even_with_deflate(server, people):
     sock = RawSocket(bob)
     try:
         assert "permessage-deflate" in sock.head.lower()
-        sock.texts_until('hx-swap="innerHTML"')  # the snapshot: long, so compressed
+        sock.texts_until(SNAPSHOT)  # the snapshot: long, so compressed
         before = sock.compressed_frames
         assert before >= 1
         alice.connect().say("a short line")
@@ -158,8 +161,8 @@ def test_messages_that_arrive_together_all_arrive_in_order_once(server, people):
     listener = RawSocket(bob)
     sender = RawSocket(alice)
     try:
-        listener.texts_until('hx-swap="innerHTML"')
-        sender.texts_until('hx-swap="innerHTML"')
+        listener.texts_until(SNAPSHOT)
+        sender.texts_until(SNAPSHOT)
         bodies = [f"together {i} {uuid.uuid4().hex}" for i in range(7)]  # two batches
         frames = [json.dumps({"body": body, "client_id": str(uuid.uuid4()),
                               "csrf_token": sender.csrf, "headers": {"HX-Request": "true"}})
@@ -281,7 +284,7 @@ def test_without_deflate_frames_are_plain(server, people):
     sock = RawSocket(bob, deflate=False)
     try:
         assert "permessage-deflate" not in sock.head.lower()
-        sock.texts_until('hx-swap="innerHTML"')
+        sock.texts_until(SNAPSHOT)
         alice.connect().say("plain words " * 20)
         sock.texts_until("plain words")
         assert sock.compressed_frames == 0
@@ -301,11 +304,11 @@ def test_a_socket_that_stops_reading_is_closed_1013_and_others_get_everything(
                             CHATAPP_SEND_TIMEOUT="60")
     alice, bob, carol = (Person(server, n).register() for n in ("alice", "bob", "carol"))
     stalled = RawSocket(bob, deflate=False, rcvbuf=4096)
-    stalled.texts_until('hx-swap="innerHTML"')
+    stalled.texts_until(SNAPSHOT)
     reader = RawSocket(carol)
-    reader.texts_until('hx-swap="innerHTML"')
+    reader.texts_until(SNAPSHOT)
     sender = RawSocket(alice)
-    sender.texts_until('hx-swap="innerHTML"')
+    sender.texts_until(SNAPSHOT)
     try:
         noise = base64.b64encode(os.urandom(2700)).decode()  # incompressible, 3.6 KB
         # Burst until the server reports the overflow; at most what fills the stalled
@@ -336,7 +339,7 @@ def test_a_message_over_the_frame_limit_closes_1009(server_factory):
     alice = Person(server, "alice").register()
     sock = RawSocket(alice)
     try:
-        sock.texts_until('hx-swap="innerHTML"')
+        sock.texts_until(SNAPSHOT)
         sock.send_text("x" * 5000)
         assert sock.close_code() == 1009
     finally:
@@ -351,7 +354,7 @@ def test_a_quiet_socket_is_pinged_and_still_works(server_factory, deflate):
     alice = Person(server, "alice").register()
     sock = RawSocket(alice, deflate=deflate)
     try:
-        sock.texts_until('hx-swap="innerHTML"')
+        sock.texts_until(SNAPSHOT)
         sock.sock.settimeout(5)
         opcode, _ = sock.frame()
         while opcode == 1:
@@ -384,6 +387,7 @@ def test_a_frame_is_encoded_once_for_all_its_sockets(monkeypatch):
 
         def __init__(self, user_id):
             self.user_id, self.conversation_id = user_id, 1
+            self.audience = "en UTC"  # the language and time zone its pushes render in
             self.skip_ids = SnapshotIds()
             self.pushed = []
 
