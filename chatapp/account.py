@@ -357,19 +357,7 @@ def avatar(user_id: int):
         from .views import storage_unavailable
 
         return storage_unavailable()
-    response = current_app.response_class(stored.chunks, mimetype="image/png",
-                                          direct_passthrough=True)
-    response.call_on_close(stored.close)
-    response.content_length = stored.size
-    response.set_etag(stored.etag)
-    # The URL names the picture's key (?v=), so a new picture is a new URL.
-    response.headers["Cache-Control"] = "private, max-age=86400"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    from .views import IMAGE_CSP
+    from .views import stored_response
 
-    response.headers["Content-Security-Policy"] = IMAGE_CSP
-    response.vary.add("Cookie")
-    response = response.make_conditional(request)
-    if response.status_code == 304:
-        stored.close()
-    return response
+    # The URL names the picture's key (?v=), so a new picture is a new URL.
+    return stored_response(stored, "image/png")

@@ -160,15 +160,23 @@ def send_image(image: Image, thumbnail: bool):
         log.error("image %s cannot be read from the store: %s", image.id, exc)
         return storage_unavailable()
     extension = key.rsplit(".", 1)[-1]
-    response = current_app.response_class(
-        stored.chunks, mimetype=image.content_type, direct_passthrough=True
-    )
+    name = f"image-{image.id}{'-thumb' if thumbnail else ''}.{extension}"
+    return stored_response(stored, image.content_type, last_modified=stored.modified,
+                           filename=name)
+
+
+def stored_response(stored, mimetype: str, last_modified=None, filename: str | None = None):
+    """A stored picture streamed to a person the caller has let see it: private caching,
+    nosniff and a sandboxing CSP, answered 304 when the browser already has it."""
+    response = current_app.response_class(stored.chunks, mimetype=mimetype,
+                                          direct_passthrough=True)
     response.call_on_close(stored.close)
     response.content_length = stored.size
     response.set_etag(stored.etag)
-    response.last_modified = stored.modified
-    name = f"image-{image.id}{'-thumb' if thumbnail else ''}.{extension}"
-    response.headers["Content-Disposition"] = f"inline; filename={name}"
+    if last_modified is not None:
+        response.last_modified = last_modified
+    if filename:
+        response.headers["Content-Disposition"] = f"inline; filename={filename}"
     # Private content: browsers may keep it, shared caches may not.
     response.headers["Cache-Control"] = "private, max-age=86400"
     response.headers["X-Content-Type-Options"] = "nosniff"
