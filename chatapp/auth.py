@@ -137,6 +137,15 @@ def _invite_problem(invite) -> str:
                     "an administrator for a new one."))
 
 
+def _registration_refused(mode: str, status: int = 403):
+    """The register page saying this server takes no new accounts without an invite."""
+    if mode == "closed":
+        return render_template("auth/register.html", form=None, closed=True), status
+    error = _("Registration on this server is by invitation. Ask an administrator for "
+              "an invite link.")
+    return render_template("auth/register.html", form=None, error=error), status
+
+
 @bp.route("/register/", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["REGISTER_RATE"], methods=["POST"])
 def register():
@@ -153,22 +162,25 @@ def register():
     token = request.values.get("invite", "")
     invite = None
     if not first_run and mode == "closed":
-        status = 403 if request.method == "POST" else 200
-        return render_template("auth/register.html", form=None, closed=True), status
+        return _registration_refused(mode, 403 if request.method == "POST" else 200)
     if not first_run and mode == "invite":
         invite = Invite.by_token(token)
         if invite is None or invite.problem:
             status = 403 if request.method == "POST" or token else 200
-            error = _invite_problem(invite) if token else _(
-                "Registration on this server is by invitation. Ask an administrator for "
-                "an invite link.")
-            return render_template("auth/register.html", form=None, error=error), status
+            if not token:
+                return _registration_refused(mode, status)
+            return render_template("auth/register.html", form=None,
+                                   error=_invite_problem(invite)), status
     form = RegisterForm()
     if form.validate_on_submit():
         try:
             user = User.register(form.username.data, form.password.data)
-            if first_run and not User.admin_exists():
-                user.promote()  # the first person on a fresh install runs it
+            # The first person on a fresh install runs it; if someone else's account
+            # came first meanwhile, this one is an ordinary registration, which a
+            # closed or invite-only server refuses.
+            if first_run and not user.claim_first_run() and mode != "open":
+                db.session.rollback()
+                return _registration_refused(mode)
             if invite is not None and not invite.use():  # its last use went meanwhile
                 db.session.rollback()
                 return render_template("auth/register.html", form=None,

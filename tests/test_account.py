@@ -62,7 +62,7 @@ def test_settings_page_has_every_labelled_control(alice):
     assert 'value="UTC" selected' in page  # the default until chosen
     # The chat header links here, next to Log out.
     chat = alice.get("/").get_data(as_text=True)
-    assert 'href="/settings/"' in chat and ">Settings</a>" in chat
+    assert 'href="/settings/"' in chat and ">Settings</span></a>" in chat
 
 
 def test_settings_need_a_login(client):

@@ -44,7 +44,7 @@ def test_the_first_account_can_always_be_made_and_runs_the_server(app, client, m
     assert "Set up chatapp" in page and "it will administer this server" in page
     assert register(client, "founder").status_code == 302
     assert users(app) == {"founder": True}
-    assert "Admin</a>" in client.get("/").get_data(as_text=True)
+    assert ">Admin</span></a>" in client.get("/").get_data(as_text=True)
     # The second person is no administrator, and meets the configured mode.
     other = fresh(app)
     assert "Set up chatapp" not in other.get("/register/").get_data(as_text=True)

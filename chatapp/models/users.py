@@ -7,13 +7,16 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text, delete, false, select, update
+from sqlalchemy import ForeignKey, String, Text, delete, false, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .. import passwords
 from ..extensions import db
 from .base import MAX_ID, utcnow
 from .conversations import Conversation, Membership
+
+# pg_advisory_xact_lock's key for the first-run check (any constant no other lock uses).
+FIRST_RUN_LOCK = 0x63686174
 
 
 class User(UserMixin, db.Model):
@@ -175,6 +178,23 @@ class User(UserMixin, db.Model):
     def promote(self) -> None:
         """Make this user an administrator."""
         self.is_admin = True
+
+    def claim_first_run(self) -> bool:
+        """Make this just-flushed account the first one's administrator, if it is the first.
+
+        Two people registering on a fresh install at once must not both become admin (nor,
+        on a closed server, both get in). The check runs under a lock held to the commit:
+        on PostgreSQL an advisory lock, on SQLite the write lock this transaction already
+        holds since its insert. False when someone else's account came first.
+        """
+        if db.session.get_bind().dialect.name == "postgresql":
+            db.session.execute(select(func.pg_advisory_xact_lock(FIRST_RUN_LOCK)))
+        someone_else = db.session.scalar(
+            select(User.id).where(User.is_bot.is_(False), User.id != self.id).limit(1))
+        if someone_else is not None:
+            return False
+        self.promote()
+        return True
 
     def demote(self) -> None:
         """Take administration away from this user."""
