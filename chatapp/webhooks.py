@@ -10,6 +10,11 @@ dead or hanging webhook never delays a room. Each delivery:
 - POSTs the event as JSON, follows no redirect, gives up after WEBHOOK_TIMEOUT seconds
   in all, and tries again WEBHOOK_RETRIES times with doubling pauses on a network error,
   a timeout or a 5xx/429;
+- signs the exact body it sends (Stripe's and Slack's scheme): `X-Chatapp-Timestamp` is
+  the Unix time of the attempt, and `X-Chatapp-Signature` is `sha256=` + the hex HMAC-
+  SHA256 of `"<timestamp>.<body>"`, keyed by the hex SHA-256 of the bot's API key. The
+  bot knows its key, chatapp keeps only that digest, and a regenerated key changes the
+  signature, so a receiver can tell chatapp's calls from anyone else's (docs/api.md);
 - posts a 200 text/plain answer (at most MAX_REPLY_BYTES, within the message limits) as
   the bot's reply, once: the reply's client id is derived from the message answered.
   HTML, other types, oversized or empty answers are dropped and logged.
@@ -17,6 +22,8 @@ dead or hanging webhook never delays a room. Each delivery:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -82,8 +89,16 @@ def _public(address: str) -> bool:
                                  or ip.is_multicast or ip.is_reserved or ip.is_unspecified)
 
 
-def call(url: str, payload: dict, *, timeout: float, allow_private: bool) -> str | None:
-    """POST the payload once; the reply text to post, or None. Raises Unsafe or Failed."""
+def signature(signing_key: str, timestamp: int, body: bytes) -> str:
+    """The X-Chatapp-Signature of a body sent at `timestamp` (Unix seconds)."""
+    mac = hmac.new(signing_key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def call(url: str, payload: dict, *, timeout: float, allow_private: bool,
+         signing_key: str = "") -> str | None:
+    """POST the payload once, signed; the reply text to post, or None. Raises Unsafe or
+    Failed."""
     scheme, host, port, address = resolve(url, allow_private)
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -94,6 +109,10 @@ def call(url: str, payload: dict, *, timeout: float, allow_private: bool) -> str
         "User-Agent": "chatapp-webhook/1",
         "Accept": "text/plain",
     }
+    body = json.dumps(payload).encode()
+    timestamp = int(time.time())
+    headers["X-Chatapp-Timestamp"] = str(timestamp)
+    headers["X-Chatapp-Signature"] = signature(signing_key, timestamp, body)
     limits = urllib3.Timeout(connect=timeout, read=timeout)
     if scheme == "https":
         pool = urllib3.HTTPSConnectionPool(address, port, timeout=limits, retries=False,
@@ -102,7 +121,7 @@ def call(url: str, payload: dict, *, timeout: float, allow_private: bool) -> str
         pool = urllib3.HTTPConnectionPool(address, port, timeout=limits, retries=False)
     deadline = time.monotonic() + timeout
     try:
-        response = pool.urlopen("POST", target, body=json.dumps(payload).encode(),
+        response = pool.urlopen("POST", target, body=body,
                                 headers=headers, redirect=False, retries=False,
                                 preload_content=False)
         try:
@@ -192,6 +211,7 @@ def deliver(app, job: dict) -> None:
         try:
             bot = db.session.get(User, job["bot_id"])
             url = bot.webhook_url if bot is not None and bot.active else None
+            signing_key = bot.api_key_hash if url else ""
         finally:
             db.session.remove()  # hold no connection while waiting on the network
     if not url:
@@ -201,7 +221,8 @@ def deliver(app, job: dict) -> None:
     for attempt in range(attempts):
         try:
             reply = call(url, job["payload"], timeout=config["WEBHOOK_TIMEOUT"],
-                         allow_private=config["WEBHOOK_ALLOW_PRIVATE"])
+                         allow_private=config["WEBHOOK_ALLOW_PRIVATE"],
+                         signing_key=signing_key)
             break
         except Unsafe as exc:
             log.warning("webhook of bot %s refused: %s", job["bot_id"], exc)

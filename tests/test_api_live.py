@@ -4,6 +4,8 @@ that does not delay the room; SSRF refusal without the allow flag (both database
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -66,9 +68,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                payload = json.loads(self.rfile.read(length))
+                body = self.rfile.read(length)
+                payload = json.loads(body)
                 receiver.calls.append({"path": self.path, "payload": payload,
-                                       "at": time.monotonic()})
+                                       "at": time.monotonic(), "body": body,
+                                       "headers": dict(self.headers)})
                 if self.path == "/hang":
                     receiver.hang.wait(30)
                 status, kind, body = receiver.answers.get(
@@ -162,6 +166,16 @@ def test_mentions_and_direct_messages_reach_the_webhook_and_its_reply_is_posted(
         assert call["payload"]["message"]["body"] == "hello @echo how are you"
         assert call["payload"]["message"]["author"]["name"] == "ann"
         assert call["payload"]["message"]["url"].startswith(f"{server.url}/c/1/@")
+        # Signed as docs/api.md tells a receiver to check: HMAC-SHA256 of
+        # "<timestamp>.<body>", keyed by the hex SHA-256 of the bot's own key.
+        stamp = call["headers"]["X-Chatapp-Timestamp"]
+        assert abs(int(stamp) - time.time()) < 60
+        signing_key = hashlib.sha256(echo.encode()).hexdigest().encode()
+        expected = hmac.new(signing_key, stamp.encode() + b"." + call["body"], hashlib.sha256)
+        assert call["headers"]["X-Chatapp-Signature"] == "sha256=" + expected.hexdigest()
+        forged = hmac.new(hashlib.sha256(b"another key").hexdigest().encode(),
+                          stamp.encode() + b"." + call["body"], hashlib.sha256)
+        assert call["headers"]["X-Chatapp-Signature"] != "sha256=" + forged.hexdigest()
         # The reply is posted as the bot, live, for everyone in the room.
         frame = watcher.wait_for("pong hello")
         assert "echo" in frame and '<span class="tag">bot</span>' in frame
