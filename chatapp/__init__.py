@@ -74,11 +74,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .realtime import ws
 
     class IdConverter(IntegerConverter):
-        """<int:...> in our URLs: a number a database id can hold, else no such page (404)."""
+        """<int:...> in our URLs: a number larger than any id becomes 0, which no row has,
+        so the view answers as for any absent row (PostgreSQL would refuse the query).
+        (A converter's max would answer 405 to a POST: werkzeug then sees only the
+        route's GET.)"""
 
-        def __init__(self, map, *args, **kwargs):
-            kwargs.setdefault("max", MAX_ID)
-            super().__init__(map, *args, **kwargs)
+        def to_python(self, value: str) -> int:
+            number = super().to_python(value)
+            return number if number <= MAX_ID else 0
 
     app.url_map.converters["int"] = IdConverter
     from .extensions import csrf, db, limiter, login_manager, migrate, sock

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from . import bots, metrics, posting, ratelimit, uploads
 from .extensions import csrf, db
-from .models import Conversation, Membership, Message
+from .models import MAX_ID, Conversation, Membership, Message
 from .openapi import document
 from .posting import Refusal
 
@@ -28,7 +28,6 @@ NOT_FOUND = "No such conversation, or this bot is not a member of it."
 MAX_IDEMPOTENCY_KEY = 255
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
-MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 # An Idempotency-Key names a client id in the bot's own space (unique per author).
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0f6f3f57-6c1b-4d1e-a2a5-0c6a2bd5e8a1")
 
@@ -95,8 +94,6 @@ def _conversation_json(conversation: Conversation, bot) -> dict:
 
 
 def _member_conversation(conversation_id: int) -> Conversation | None:
-    if conversation_id > MAX_ROW_ID:  # no such row (and PostgreSQL refuses to look)
-        return None
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None or not conversation.is_member(g.bot):
         return None
@@ -116,7 +113,7 @@ def messages(conversation_id: int):
     rows = db.session.scalars(
         select(Message).where(Message.conversation_id == conversation.id,
                               Message.deleted_at.is_(None),
-                              Message.id > min(after, MAX_ROW_ID))
+                              Message.id > min(after, MAX_ID))
         .order_by(Message.id).limit(limit + 1)
     ).all()
     page, more = rows[:limit], len(rows) > limit
