@@ -114,6 +114,18 @@ def history(conversation_id: int):
     )
 
 
+@bp.get("/sidebar")
+@login_required
+def sidebar():
+    """The sidebar alone, as a fragment: the HTML the socket pushes when it changes.
+
+    `?c=<id>` highlights a conversation the user may see (404 otherwise, as if absent).
+    """
+    current = id_arg("c")
+    current = member_conversation_or_404(current) if current is not None else None
+    return render_template("partials/_sidebar.html", sidebar=sidebar_context(current_user, current))
+
+
 @bp.route("/people")
 @login_required
 def people():
