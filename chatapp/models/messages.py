@@ -170,19 +170,25 @@ class Message(db.Model):
 
         return render(self.body)[0]
 
-    def continues(self, previous: Message | None) -> bool:
-        """Tell whether this message joins the previous one's group (same author, soon after)."""
+    def continues(self, previous: Message | None, starts_day: bool | None = None) -> bool:
+        """Tell whether this message joins the previous one's group (same author, soon after).
+
+        `starts_day`: starts_day(previous), when the caller has it already.
+        """
+        if starts_day is None:
+            starts_day = self.starts_day(previous)
         return (
             previous is not None
             and previous.author_id == self.author_id
-            and not self.starts_day(previous)
+            and not starts_day
             and self.created_at - previous.created_at < GROUP_GAP
         )
 
-    def starts_day(self, previous: Message | None) -> bool:
+    def starts_day(self, previous: Message | None, day=local_date) -> bool:
         """Tell whether a day separator goes before this message: days begin at midnight
-        in the viewer's time zone (the one being rendered for)."""
-        return previous is None or local_date(previous.created_at) != local_date(self.created_at)
+        in the viewer's time zone (the one being rendered for). `day`: local_date, or the
+        same with the zone looked up once (i18n.day_of()) for a list of messages."""
+        return previous is None or day(previous.created_at) != day(self.created_at)
 
 
 class _Statements:
