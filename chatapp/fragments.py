@@ -106,9 +106,12 @@ def messages(shown, previous, reactions: dict, target_id: int | None = None) -> 
     found = cache()
     language_zone = audience()
     day = day_of()
+    previous_day = day(previous.created_at) if previous is not None else None
     parts = []
     for message in shown:
-        starts = message.starts_day(previous, day)
+        # Message.starts_day, with each message's day computed once rather than twice.
+        message_day = day(message.created_at)
+        starts = previous is None or message_day != previous_day
         parts.append("\n")
         if starts:
             parts.append(render_template("partials/_day_separator.html", message=message))
@@ -122,7 +125,7 @@ def messages(shown, previous, reactions: dict, target_id: int | None = None) -> 
                 html = _render(message, previous, summary, None)
                 found.put(entry, html)
             parts.append(html)
-        previous = message
+        previous, previous_day = message, message_day
     return Markup("".join(parts))
 
 

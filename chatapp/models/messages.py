@@ -121,10 +121,13 @@ class Message(db.Model):
     def window(cls, conversation_id: int, limit: int, before_id: int | None = None) -> list[Message]:
         """Up to `limit` shown messages of a conversation, oldest first, optionally older
         than `before_id`."""
-        query = select(cls).where(cls.conversation_id == conversation_id, cls.deleted_at.is_(None))
-        if before_id is not None:
-            query = query.where(cls.id < before_id)
-        rows = db.session.scalars(query.order_by(cls.id.desc()).limit(limit)).all()
+        statements = _statements()
+        if before_id is None:
+            rows = db.session.scalars(statements.newest, {
+                "conversation": conversation_id, "limit": limit}).all()
+        else:
+            rows = db.session.scalars(statements.older, {
+                "conversation": conversation_id, "before": before_id, "limit": limit}).all()
         return list(reversed(rows))
 
     @classmethod
@@ -207,6 +210,12 @@ class _Statements:
             )
             .values(last_read_id=bindparam("message"))
         )
+        # A page of messages, newest first: the newest, or those before an id.
+        shown = select(Message).where(Message.conversation_id == bindparam("conversation"),
+                                      Message.deleted_at.is_(None))
+        self.newest = shown.order_by(Message.id.desc()).limit(bindparam("limit"))
+        self.older = (shown.where(Message.id < bindparam("before"))
+                      .order_by(Message.id.desc()).limit(bindparam("limit")))
         self.previous = (
             select(Message.author_id, Message.created_at)
             .where(
