@@ -2,6 +2,7 @@
 
     python3 bench/http_bench.py                       # every workload, results as http-now.*
     python3 bench/http_bench.py --label before --duration 5
+    python3 bench/http_bench.py --compare fc89b1a --rounds 2   # against an older commit
     python3 bench/http_bench.py --workloads room --profile   # where a room page's time goes
 
 Starts chatapp as the other benchmarks do (one gunicorn gevent worker pinned to core 0 with
@@ -14,7 +15,8 @@ with that person's cookie: a warm-up run, then the measured run.
 Before each measured run one response is checked: status 200, and the expected content in
 order (the room page shows the newest 50 messages, the history page the 50 before them, in
 id order, read from the database; the sidebar names the person's room, chat and people; the
-search finds the expected names). wrk counts non-2xx answers and socket errors; a run with
+search finds the expected names). "floor" is the health probe /up (gunicorn, WSGI and one
+SELECT 1, no Flask): what any request costs on the machine as loaded now. wrk counts non-2xx answers and socket errors; a run with
 any is reported as failed.
 
 Reported per workload: requests/s and latency p50/p99 (wrk), server CPU per request
@@ -24,6 +26,10 @@ the figure load distorts least), SQL statements and Python function calls per re
 change them), the client's CPU share (wrk's CPU ÷ wall time: near
 1.0 the figures would describe wrk), the response size, and the load average before and
 after. Results: bench/results/http-<label>.json and .md.
+
+--compare REF also runs chatapp as it was at commit REF (its files unpacked into a temporary
+folder), alternating page by page with the current one, so that both are measured under the
+same load: on a shared machine, the fair before/after figure.
 
 --profile runs each page 300 times in-process under cProfile (chatapp's Python, the same
 database) and prints where the time goes; nothing is written to results.
@@ -59,7 +65,7 @@ VIEWER = "bench00000"
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 MESSAGE_IDS = re.compile(r'<(?:article|p) id="message-(\d+)"')
 NAMES = re.compile(r'<span class="name">([^<]+)</span>')
-WORKLOADS = ("room", "history", "sidebar", "people")
+WORKLOADS = ("room", "history", "sidebar", "people", "floor")
 
 
 # -- the workloads: what each requests and what a correct answer holds ----------------------
@@ -93,6 +99,10 @@ def plan(conversations: list[int], database: Path) -> dict[str, dict]:
         "people": {"path": "/people?q=bench0",
                    "check": lambda body: _same(NAMES.findall(body), people),
                    "expect": len(people)},
+        # Calibration: the health probe (gunicorn, WSGI, one SELECT 1, no Flask) is the
+        # least a request costs on this machine under its present load.
+        "floor": {"path": "/up", "check": lambda body: None if body == "ok\n" else body,
+                  "expect": None},
     }
 
 
@@ -239,20 +249,100 @@ def in_process(paths: dict[str, str], profile: bool) -> None:
 
 # -- the run ------------------------------------------------------------------------------------
 
+class OlderServer(Server):
+    """chatapp as it was at another commit (its files unpacked in `source`), for a
+    comparison taken under the same load as the current one."""
+
+    def __init__(self, source: Path, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source = source
+
+    def command(self):
+        cmd, _cwd, env = super().command()
+        env["PYTHONPATH"] = str(self.source)  # its chatapp package before the installed one
+        return cmd, self.source, env
+
+
+def unpack(ref: str, folder: Path) -> Path:
+    """The files of `ref` that run chatapp, in a folder of their own."""
+    folder.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "chatapp", "migrations", "wsgi.py",
+                              "gunicorn.conf.py"], cwd=BENCH.parent, check=True,
+                             capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+class System:
+    """One chatapp under test: its server, seeded database, pages and logged-in cookie."""
+
+    def __init__(self, label: str, folder: Path, args, source: Path | None = None):
+        folder.mkdir()
+        env = {"BENCH_MESSAGES": str(MESSAGES)}
+        self.label = label
+        self.server = (OlderServer(source, "chatapp", folder, env=env) if source
+                       else Server("chatapp", folder, env=env))
+        self.server.seed(USERS, 1, room=True)
+        pages = plan(self.server.conversations, folder / "chatapp.sqlite3")
+        self.pages = {name: pages[name] for name in args.workloads}
+        self.counts = statements(self.server, {n: p["path"] for n, p in self.pages.items()},
+                                 args.profile)
+        self.cookie = None
+
+    def start(self) -> None:
+        self.server.start()
+        self.cookie = login(self.server.url)
+
+    def measure(self, name: str, args) -> dict:
+        """Check the page, warm it up, measure it under wrk, check it again."""
+        page, base, cookie = self.pages[name], self.server.url, self.cookie
+        status, body = fetch(base, page["path"], cookie)
+        problem = f"status {status}" if status != 200 else page["check"](body)
+        load_before = os.getloadavg()[0]
+        wrk(base + page["path"], cookie, args.warmup, args.connections)
+        cpu = self.server.cpu_seconds()
+        run = wrk(base + page["path"], cookie, args.duration, args.connections)
+        spent = self.server.cpu_seconds() - cpu
+        if run["non_2xx"] or run["socket_errors"]:
+            problem = problem or (f"{run['non_2xx']} non-2xx answers, socket errors: "
+                                  f"{run['socket_errors']}")
+        # The page is still right after the load (nothing cached went wrong).
+        status, again = fetch(base, page["path"], cookie)
+        problem = problem or (f"status {status} after the run" if status != 200
+                              else page["check"](again))
+        result = {
+            "system": self.label, "path": page["path"],
+            **{k: v for k, v in run.items() if k != "raw"},
+            "server_cpu_ms": spent / max(run["requests"], 1) * 1e3,
+            "statements": self.counts[name]["statements"],
+            "python_calls": self.counts[name]["calls"],
+            "bytes": len(body.encode()),
+            "load_before": load_before, "load_after": os.getloadavg()[0],
+            "ok": not problem, "problem": problem, "wrk": run["raw"],
+        }
+        print(f"[http] {self.label} {name}: {run['rps']:,.0f} req/s, p50 {run['p50_ms']:.2f} ms, "
+              f"p99 {run['p99_ms']:.2f} ms, {result['server_cpu_ms']:.3f} ms CPU/request, "
+              f"{result['statements']} statements, {result['python_calls']:,} Python calls, "
+              f"client {run['client_cpu_share']:.2f}, load {load_before:.2f}"
+              f"{'' if not problem else ', FAILED: ' + problem}", flush=True)
+        return result
+
+
 def table(results: dict) -> str:
     lines = [
-        "| workload | requests/s | p50 ms | p99 ms | server CPU per request | SQL statements "
-        "| Python calls | response bytes | client CPU share | load average (before → after) "
-        "| check |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | system | requests/s | p50 ms | p99 ms | server CPU per request "
+        "| SQL statements | Python calls | response bytes | client CPU share "
+        "| load average (before → after) | check |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results["workloads"].items():
-        lines.append(
-            f"| {name} `{r['path']}` | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {r['server_cpu_ms']:.3f} ms | {r['statements']} | {r['python_calls']:,} "
-            f"| {r['bytes']:,} "
-            f"| {r['client_cpu_share']:.2f} | {r['load_before']:.2f} → {r['load_after']:.2f} "
-            f"| {'ok' if r['ok'] else r['problem']} |")
+    for name, runs in results["workloads"].items():
+        for r in runs:
+            lines.append(
+                f"| {name} `{r['path']}` | {r['system']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
+                f"| {r['p99_ms']:.2f} | {r['server_cpu_ms']:.3f} ms | {r['statements']} "
+                f"| {r['python_calls']:,} | {r['bytes']:,} | {r['client_cpu_share']:.2f} "
+                f"| {r['load_before']:.2f} → {r['load_after']:.2f} "
+                f"| {'ok' if r['ok'] else r['problem']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -260,9 +350,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", default="now")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
-    parser.add_argument("--duration", type=int, default=5.0, help="seconds measured per page")
+    parser.add_argument("--duration", type=int, default=5, help="seconds measured per page")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per page")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--compare", metavar="REF",
+                        help="also measure chatapp at this commit, alternating with the "
+                             "current one (the same load for both)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --compare: alternations per page")
     parser.add_argument("--profile", action="store_true",
                         help="profile each page in-process instead of measuring it")
     parser.add_argument("--in-process", help=argparse.SUPPRESS)
@@ -271,64 +366,41 @@ def main() -> int:
         in_process(json.loads(args.in_process), args.profile)
         return 0
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BENCH,
+                            capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="chatapp-http-") as folder:
-        server = Server("chatapp", Path(folder), env={"BENCH_MESSAGES": str(MESSAGES)})
-        server.seed(USERS, 1, room=True)
-        pages = plan(server.conversations, Path(folder) / "chatapp.sqlite3")
-        pages = {name: pages[name] for name in args.workloads}
-        counts = statements(server, {n: p["path"] for n, p in pages.items()}, args.profile)
+        folder = Path(folder)
+        systems = [System(f"now ({commit})", folder / "now", args)]
         if args.profile:
             return 0
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BENCH,
-                                capture_output=True, text=True).stdout.strip()
-        results = {"label": args.label, "commit": commit,
+        if args.compare:
+            source = unpack(args.compare, folder / "older-source")
+            systems.append(System(f"at {args.compare}", folder / "older", args, source))
+        results = {"label": args.label, "commit": commit, "compare": args.compare,
                    "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                    "duration_s": args.duration, "connections": args.connections,
                    "messages_seeded": MESSAGES, "workloads": {}}
-        server.start()
         failed = False
         try:
-            base = server.url
-            cookie = login(base)
-            for name, page in pages.items():
-                status, body = fetch(base, page["path"], cookie)
-                problem = f"status {status}" if status != 200 else page["check"](body)
-                load_before = os.getloadavg()[0]
-                wrk(base + page["path"], cookie, args.warmup, args.connections)
-                cpu = server.cpu_seconds()
-                run = wrk(base + page["path"], cookie, args.duration, args.connections)
-                spent = server.cpu_seconds() - cpu
-                if run["non_2xx"] or run["socket_errors"]:
-                    problem = problem or (f"{run['non_2xx']} non-2xx answers, socket errors: "
-                                          f"{run['socket_errors']}")
-                # The page is still right after the load (nothing cached went wrong).
-                status, again = fetch(base, page["path"], cookie)
-                problem = problem or (f"status {status} after the run" if status != 200
-                                      else page["check"](again))
-                failed |= bool(problem)
-                results["workloads"][name] = {
-                    "path": page["path"], **{k: v for k, v in run.items() if k != "raw"},
-                    "server_cpu_ms": spent / max(run["requests"], 1) * 1e3,
-                    "statements": counts[name]["statements"],
-                    "python_calls": counts[name]["calls"],
-                    "bytes": len(body.encode()),
-                    "load_before": load_before, "load_after": os.getloadavg()[0],
-                    "ok": not problem, "problem": problem, "wrk": run["raw"],
-                }
-                print(f"[http] {name}: {run['rps']:,.0f} req/s, p50 {run['p50_ms']:.2f} ms, "
-                      f"p99 {run['p99_ms']:.2f} ms, {spent / max(run['requests'], 1) * 1e3:.3f} "
-                      f"ms CPU/request, {counts[name]['statements']} statements, "
-                      f"{counts[name]['calls']:,} Python calls, client "
-                      f"{run['client_cpu_share']:.2f}, load {load_before:.2f}"
-                      f"{'' if not problem else ', FAILED: ' + problem}", flush=True)
+            for system in systems:
+                system.start()
+            for name in args.workloads:
+                runs = results["workloads"][name] = []
+                for _ in range(args.rounds if args.compare else 1):
+                    for system in systems:
+                        runs.append(system.measure(name, args))
+                        failed |= not runs[-1]["ok"]
         finally:
-            server.stop()
+            for system in systems:
+                system.server.stop()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"http-{args.label}.json").write_text(json.dumps(results, indent=2) + "\n")
     heading = (f"# HTTP pages: {args.label}\n\ngit {results['commit']}, {results['started']}; "
                f"one gunicorn gevent worker on core 0, SQLite; wrk on core 1, "
                f"{args.connections} connections, {args.duration:g} s per page after "
-               f"{args.warmup:g} s of warm-up; {MESSAGES} messages in the room.\n\n")
+               f"{args.warmup:g} s of warm-up; {MESSAGES} messages in the room"
+               + (f"; alternating with chatapp at {args.compare}" if args.compare else "")
+               + ".\n\n")
     (RESULTS / f"http-{args.label}.md").write_text(heading + table(results))
     print(table(results))
     return 1 if failed else 0
