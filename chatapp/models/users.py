@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text, bindparam, delete, false, select, update
+from sqlalchemy import ForeignKey, String, Text, delete, false, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .. import passwords
@@ -267,6 +267,8 @@ class UserSession(db.Model):
 @functools.cache
 def _session_user():
     """UserSession.load_user's statement, built once: every request runs it."""
+    from sqlalchemy import bindparam
+
     return (select(User, UserSession.expires_at, UserSession.last_seen_at)
             .join(UserSession, UserSession.user_id == User.id)
             .where(UserSession.id == bindparam("key"), User.id == bindparam("user")))
