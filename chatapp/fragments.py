@@ -43,6 +43,7 @@ class FragmentCache:
         return len(self._entries)
 
     def get(self, key: tuple) -> Markup | None:
+        """The article stored under this key, now the most recently used; else None."""
         html = self._entries.get(key)
         if html is None:
             self.misses += 1
@@ -55,6 +56,7 @@ class FragmentCache:
         return html
 
     def put(self, key: tuple, html: Markup) -> None:
+        """Keep an article, dropping the least recently used beyond the size."""
         if self.size <= 0:
             return
         self._entries[key] = html
@@ -65,6 +67,7 @@ class FragmentCache:
                 break
 
     def clear(self) -> None:
+        """Forget every article (tests compare a page with its fresh rendering)."""
         self._entries.clear()
 
 
@@ -77,6 +80,7 @@ def init_app(app) -> FragmentCache:
 
 
 def cache() -> FragmentCache:
+    """The current app's cache."""
     return current_app.extensions[EXTENSION]
 
 
@@ -88,7 +92,7 @@ def key(message, continued: bool, reactions, language_zone: str) -> tuple:
         message.id, language_zone, continued, message.system, message.created_at,
         message.edited_at,
         message.body_html if message.body_html is not None else message.body,
-        message.body if message.system else None,
+        message.body if message.system else None,  # a system line shows its plain text
         author.username, author.display_name, author.is_bot, author.avatar_key,
         (image.id, image.thumb_width, image.thumb_height) if image is not None else None,
         tuple((emoji, tuple(people)) for emoji, _name, people in reactions),
