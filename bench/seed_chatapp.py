@@ -3,7 +3,9 @@
 Run with chatapp's own Python and the server's environment (DATABASE_URL etc.):
     python bench/seed_chatapp.py USERS PAIRS [ROOM]
 Users are bench00000...; the first 2*PAIRS of them are paired in private chats. With ROOM
-= 1, every user is also a member of one members-only room, whose id is printed last. Accounts
+= 1, every user is also a member of one members-only room, whose id is printed last. With
+BENCH_MESSAGES=N the public room gets N messages (a few authors, a minute apart, some
+formatted, some with reactions), as the HTTP page benchmark (bench/http_bench.py) reads. Accounts
 are inserted directly (one argon2 hash computed once), since registering thousands of
 users through the form would spend minutes hashing; logging in still goes through the
 form, with CSRF, as a browser does.
@@ -11,11 +13,14 @@ form, with CSRF, as a browser does.
 
 import os
 import sys
+import uuid
+from datetime import timedelta
 
 from flask_migrate import upgrade
 
 from chatapp import create_app
-from chatapp.models import Conversation, Membership, User, db
+from chatapp import formatting
+from chatapp.models import Conversation, Membership, Message, Reaction, User, db, utcnow
 
 PASSWORD = "bench password 1"
 AUDIENCES = [(None, None), ("zh_Hans", "Asia/Shanghai"), ("en", "America/New_York"),
@@ -67,7 +72,36 @@ def main(users: int, pairs: int, room: bool = False) -> None:
             )
             db.session.commit()
             chats.append(members.id)
+        seed_messages(public, ids, int(os.environ.get("BENCH_MESSAGES", "0")))
         print(" ".join(str(c) for c in [public.id, *chats]))
+
+
+BODIES = ["good morning, all", "the **release** is out: https://example.com/notes",
+          "who has the keys to the `staging` box?", "lunch at noon?", "发布 版本 下周",
+          "done, merged", "*thanks*, that fixed it", "meeting moved to 3pm"]
+
+
+def seed_messages(public: Conversation, ids: list[int], count: int) -> None:
+    """`count` messages in the public room, oldest first: three authors taking turns in
+    short runs (so some messages continue a group), a minute apart, all but the newest 20
+    a day earlier (a day separator), every fifth one with a reaction or two."""
+    if not count:
+        return
+    start = utcnow() - timedelta(minutes=count + 5)
+    authors = ids[:3]
+    for n in range(count):
+        body = f"{BODIES[n % len(BODIES)]} #{n}"
+        message = Message(conversation_id=public.id, author_id=authors[(n // 3) % len(authors)],
+                          body=body, client_id=str(uuid.uuid4()),
+                          created_at=start + timedelta(minutes=n, days=-(n < count - 20)),
+                          body_html=formatting.render(body)[0])
+        db.session.add(message)
+        db.session.flush()
+        if n % 5 == 0:
+            for user_id, emoji in zip(ids[:1 + n % 2], ("👍", "🎉")):
+                db.session.add(Reaction(message_id=message.id, user_id=user_id, emoji=emoji))
+    public.last_message_at = start + timedelta(minutes=count - 1)
+    db.session.commit()
 
 
 if __name__ == "__main__":

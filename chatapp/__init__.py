@@ -64,7 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Blueprints and the rest are imported here, not at the top: importing any chatapp
     # module (chatapp.passwords, chatapp.models) must not build the whole app first, and
     # wsgi.py's gevent monkey-patch must run before they import their libraries.
-    from . import account, admin, api, assets, auth, chat, cli, health, icons, messages
+    from . import account, admin, api, assets, auth, chat, cli, fragments, health, icons, messages
     from . import metrics, realtime, rooms
     from . import search, storage, uploads
     from . import admin_rooms  # noqa: F401 - adds the rooms pages to the admin blueprint
@@ -117,6 +117,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(search.bp)
     app.register_blueprint(api.bp)
     account.init_app(app)
+    fragments.init_app(app)  # rendered messages, shared by pages and pushes
     realtime.init_app(app)
     app.register_blueprint(ws.bp)
     storage.init_app(app)  # refuses to start with a bucket that refuses our credentials

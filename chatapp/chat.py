@@ -1,9 +1,11 @@
 """Chat pages and the HTML fragments they load: rooms, private chats, history, people."""
 
+import functools
+
 from flask_babel import gettext as _
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from .database import like_literal
 from .models import Conversation, Membership, User, db
@@ -19,10 +21,12 @@ bp = Blueprint("chat", __name__)
 
 def render_conversation(conversation: Conversation):
     """The chat page for a conversation the user may see; opening it marks it read."""
-    latest = Membership.mark_read(current_user.id, conversation)
-    db.session.commit()
+    latest, moved = Membership.mark_read(current_user.id, conversation)
+    if moved:
+        db.session.commit()
     events.conversation_read(current_user.id, conversation.id, latest)
-    messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
+    messages, shown_before = conversation.recent_messages_after(
+        current_app.config["HISTORY_PAGE_SIZE"])
     peer = conversation.peer_of(current_user)
     return render_template(
         "chat/conversation.html",
@@ -31,6 +35,7 @@ def render_conversation(conversation: Conversation):
         peer=peer,
         title=conversation.title_for(current_user, peer),
         messages=messages,
+        shown_before=shown_before,
         client_id=new_client_id(),
         sidebar=sidebar_context(current_user, conversation),
     )
@@ -106,11 +111,37 @@ def history(conversation_id: int):
     before = id_arg("before")
     if before is None:
         abort(400, _("Say which message to load history before (?before=<id>)."))
-    messages = conversation.recent_messages(
+    messages, shown_before = conversation.recent_messages_after(
         current_app.config["HISTORY_PAGE_SIZE"], before_id=before
     )
-    return render_template(
-        "partials/_history.html", conversation=conversation, messages=messages
+    return render_template("partials/_history.html", conversation=conversation,
+                           messages=messages, shown_before=shown_before)
+
+
+@bp.get("/sidebar")
+@login_required
+def sidebar():
+    """The sidebar alone, as a fragment: the HTML the socket pushes when it changes.
+
+    `?c=<id>` highlights a conversation the user may see (404 otherwise, as if absent).
+    """
+    current = id_arg("c")
+    current = member_conversation_or_404(current) if current is not None else None
+    return render_template("partials/_sidebar.html", sidebar=sidebar_context(current_user, current))
+
+
+@functools.cache
+def _people_named():
+    """The people search's statement, built once (it runs as the person types)."""
+    return (
+        select(User)
+        .where(
+            User.username_key.like(bindparam("pattern"), escape="\\"),
+            User.id != bindparam("user"),
+            User.active.is_(True),
+        )
+        .order_by(User.username_key)
+        .limit(SIDEBAR_PEOPLE)
     )
 
 
@@ -123,15 +154,6 @@ def people():
         abort(400, UNENCODABLE)
     found = []
     if q:
-        pattern = like_literal(q) + "%"
-        found = db.session.scalars(
-            select(User)
-            .where(
-                User.username_key.like(pattern, escape="\\"),
-                User.id != current_user.id,
-                User.active.is_(True),
-            )
-            .order_by(User.username_key)
-            .limit(SIDEBAR_PEOPLE)
-        ).all()
+        found = db.session.scalars(_people_named(), {
+            "pattern": like_literal(q) + "%", "user": current_user.id}).all()
     return render_template("partials/_people_results.html", q=q, found=found)

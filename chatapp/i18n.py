@@ -192,6 +192,12 @@ def local_date(value: datetime) -> date:
     return local(value).date()
 
 
+def day_of():
+    """local_date with the viewer's zone looked up once, for a whole list of messages."""
+    zone = get_timezone() or timezone.utc
+    return lambda value: _aware(value).astimezone(zone).date()
+
+
 # Patterns per language (CLDR syntax). English keeps the house formats (ISO-like dates in
 # tables, "Sunday 22 November 2026" over a day); Chinese uses its own order and 年月日.
 _PATTERNS = {

@@ -6,12 +6,13 @@ A plain module, not a blueprint: chat, admin, auth and the socket route all use 
 from __future__ import annotations
 
 from flask_babel import gettext as _
+import functools
 import logging
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from .models import MAX_ID, Conversation, Image, Membership, User, db, unread_mentions
 from .models.conversations import ROOM_PREFIX
@@ -74,12 +75,8 @@ def sidebar_context(
     chats = _private_chats(user)
     rooms = _rooms_of(user)
     chatted = {peer.id for _, peer in chats}
-    people = db.session.scalars(
-        select(User)
-        .where(User.id != user.id, User.active.is_(True), User.id.not_in(chatted or [0]))
-        .order_by(User.username_key)
-        .limit(SIDEBAR_PEOPLE)
-    ).all()
+    people = db.session.scalars(_statements().people,
+                                {"user": user.id, "chatted": sorted(chatted) or [0]}).all()
     return {
         "room": room,
         "rooms": rooms,
@@ -117,29 +114,51 @@ def _newest_first():
 
 def _rooms_of(user: User) -> list[Conversation]:
     """The rooms the user is in (not the public room), most recently active first."""
-    return db.session.scalars(
-        select(Conversation)
-        .join(Membership, Membership.conversation_id == Conversation.id)
-        .where(Membership.user_id == user.id, Conversation.key.startswith(ROOM_PREFIX))
-        .order_by(*_newest_first())
-    ).all()
+    return db.session.scalars(_statements().rooms, {"user": user.id}).all()
 
 
 def _private_chats(user: User) -> list[tuple[Conversation, User]]:
     """The user's private chats with their peers, most recently active first."""
-    mine = select(Membership.conversation_id).where(Membership.user_id == user.id)
-    rows = db.session.execute(
-        select(Conversation, User)
-        .join(Membership, Membership.conversation_id == Conversation.id)
-        .join(User, User.id == Membership.user_id)
-        .where(
-            Conversation.id.in_(mine),
-            Conversation.key.startswith("dm:"),
-            Membership.user_id != user.id,
-        )
-        .order_by(*_newest_first())
-    ).all()
+    rows = db.session.execute(_statements().chats, {"user": user.id}).all()
     return [(conversation, peer) for conversation, peer in rows]
+
+
+class _Statements:
+    """The sidebar's statements, built once: every page runs them, and building one from
+    its Python expression costs more than running it on a small table."""
+
+    def __init__(self):
+        user = bindparam("user")
+        self.rooms = (
+            select(Conversation)
+            .join(Membership, Membership.conversation_id == Conversation.id)
+            .where(Membership.user_id == user, Conversation.key.startswith(ROOM_PREFIX))
+            .order_by(*_newest_first())
+        )
+        mine = select(Membership.conversation_id).where(Membership.user_id == user)
+        self.chats = (
+            select(Conversation, User)
+            .join(Membership, Membership.conversation_id == Conversation.id)
+            .join(User, User.id == Membership.user_id)
+            .where(
+                Conversation.id.in_(mine),
+                Conversation.key.startswith("dm:"),
+                Membership.user_id != user,
+            )
+            .order_by(*_newest_first())
+        )
+        self.people = (
+            select(User)
+            .where(User.id != user, User.active.is_(True),
+                   User.id.not_in(bindparam("chatted", expanding=True)))
+            .order_by(User.username_key)
+            .limit(SIDEBAR_PEOPLE)
+        )
+
+
+@functools.cache
+def _statements() -> _Statements:
+    return _Statements()
 
 
 def send_image(image: Image, thumbnail: bool):

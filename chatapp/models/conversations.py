@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask_babel import gettext
+import functools
 import secrets
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import (
-    ForeignKey, String, UniqueConstraint, delete, false, func, select, union, update,
+    ForeignKey, bindparam, String, UniqueConstraint, delete, false, func, select, union, update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, joinedload, mapped_column, relationship
@@ -19,6 +21,7 @@ from .messages import Image, Message
 
 
 ROOM_PREFIX = "room:"
+PUBLIC_ROOM_ID = "chatapp.public_room_id"  # where the app keeps the public room's id
 ROOM_NAME_MAX = 50
 
 
@@ -81,8 +84,16 @@ class Conversation(db.Model):
 
     @classmethod
     def public_room(cls) -> Conversation:
-        """The one public room."""
-        return cls._get_or_create(PUBLIC_KEY)
+        """The one public room: by its id once this process knows it (no query when the
+        request has it loaded already), else by its key."""
+        known = current_app.extensions.get(PUBLIC_ROOM_ID)
+        if known is not None:
+            found = db.session.get(cls, known)
+            if found is not None and found.key == PUBLIC_KEY:  # a restored database may differ
+                return found
+        found = cls._get_or_create(PUBLIC_KEY)
+        current_app.extensions[PUBLIC_ROOM_ID] = found.id
+        return found
 
     @classmethod
     def direct(cls, user, peer) -> Conversation:
@@ -259,6 +270,13 @@ class Conversation(db.Model):
         """Up to `limit` messages, oldest first, optionally older than `before_id`."""
         return Message.window(self.id, limit, before_id)
 
+    def recent_messages_after(self, limit: int, before_id: int | None = None
+                              ) -> tuple[list[Message], Message | None]:
+        """recent_messages(), and the message shown before the first of them (None at the
+        beginning), read by the same statement: grouping needs it."""
+        rows = Message.window(self.id, limit + 1, before_id)
+        return (rows[1:], rows[0]) if len(rows) > limit else (rows, None)
+
 
 class Membership(db.Model):
     """A user's seat in a conversation, with how far they have read."""
@@ -277,9 +295,19 @@ class Membership(db.Model):
     user = relationship("User")
 
     @staticmethod
-    def mark_read(user_id: int, conversation: Conversation) -> int:
-        """Move a user's pointer to the newest message of a conversation; return its id."""
-        latest = conversation.latest_message_id()
+    def mark_read(user_id: int, conversation: Conversation) -> tuple[int, bool]:
+        """Move a user's pointer to the newest message of a conversation; return its id
+        and whether the pointer moved (else nothing was written: no need to commit, and a
+        commit would expire every row the request has loaded)."""
+        latest, pointer = db.session.execute(select(
+            select(func.coalesce(func.max(Message.id), 0))
+            .where(Message.conversation_id == conversation.id).scalar_subquery(),
+            select(Membership.last_read_id)
+            .where(Membership.user_id == user_id,
+                   Membership.conversation_id == conversation.id).scalar_subquery(),
+        )).one()
+        if pointer is None or pointer >= latest:
+            return latest, False
         db.session.execute(
             update(Membership)
             .where(
@@ -289,7 +317,7 @@ class Membership(db.Model):
             )
             .values(last_read_id=latest)
         )
-        return latest
+        return latest, True
 
     @staticmethod
     def advance(pointers: dict[tuple[int, int], int]) -> None:
@@ -348,11 +376,7 @@ class Membership(db.Model):
     @classmethod
     def unread_counts(cls, user_id: int) -> dict[int, int]:
         """Unread messages per conversation for a user (others' messages past the pointer)."""
-        rows = db.session.execute(
-            cls.unread_query(cls.conversation_id)
-            .where(cls.user_id == user_id)
-            .group_by(cls.conversation_id)
-        )
+        rows = db.session.execute(_unread_counts(), {"user": user_id})
         return {conversation_id: count for conversation_id, count in rows}
 
     @classmethod
@@ -364,3 +388,11 @@ class Membership(db.Model):
             .group_by(cls.user_id)
         )
         return {user_id: count for user_id, count in rows}
+
+
+@functools.cache
+def _unread_counts():
+    """Membership.unread_counts's statement, built once (every page's sidebar runs it)."""
+    return (Membership.unread_query(Membership.conversation_id)
+            .where(Membership.user_id == bindparam("user"))
+            .group_by(Membership.conversation_id))

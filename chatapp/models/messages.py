@@ -121,10 +121,13 @@ class Message(db.Model):
     def window(cls, conversation_id: int, limit: int, before_id: int | None = None) -> list[Message]:
         """Up to `limit` shown messages of a conversation, oldest first, optionally older
         than `before_id`."""
-        query = select(cls).where(cls.conversation_id == conversation_id, cls.deleted_at.is_(None))
-        if before_id is not None:
-            query = query.where(cls.id < before_id)
-        rows = db.session.scalars(query.order_by(cls.id.desc()).limit(limit)).all()
+        statements = _statements()
+        if before_id is None:
+            rows = db.session.scalars(statements.newest, {
+                "conversation": conversation_id, "limit": limit}).all()
+        else:
+            rows = db.session.scalars(statements.older, {
+                "conversation": conversation_id, "before": before_id, "limit": limit}).all()
         return list(reversed(rows))
 
     @classmethod
@@ -170,19 +173,25 @@ class Message(db.Model):
 
         return render(self.body)[0]
 
-    def continues(self, previous: Message | None) -> bool:
-        """Tell whether this message joins the previous one's group (same author, soon after)."""
+    def continues(self, previous: Message | None, starts_day: bool | None = None) -> bool:
+        """Tell whether this message joins the previous one's group (same author, soon after).
+
+        `starts_day`: starts_day(previous), when the caller has it already.
+        """
+        if starts_day is None:
+            starts_day = self.starts_day(previous)
         return (
             previous is not None
             and previous.author_id == self.author_id
-            and not self.starts_day(previous)
+            and not starts_day
             and self.created_at - previous.created_at < GROUP_GAP
         )
 
-    def starts_day(self, previous: Message | None) -> bool:
+    def starts_day(self, previous: Message | None, day=local_date) -> bool:
         """Tell whether a day separator goes before this message: days begin at midnight
-        in the viewer's time zone (the one being rendered for)."""
-        return previous is None or local_date(previous.created_at) != local_date(self.created_at)
+        in the viewer's time zone (the one being rendered for). `day`: local_date, or the
+        same with the zone looked up once (i18n.day_of()) for a list of messages."""
+        return previous is None or day(previous.created_at) != day(self.created_at)
 
 
 class _Statements:
@@ -201,6 +210,12 @@ class _Statements:
             )
             .values(last_read_id=bindparam("message"))
         )
+        # A page of messages, newest first: the newest, or those before an id.
+        shown = select(Message).where(Message.conversation_id == bindparam("conversation"),
+                                      Message.deleted_at.is_(None))
+        self.newest = shown.order_by(Message.id.desc()).limit(bindparam("limit"))
+        self.older = (shown.where(Message.id < bindparam("before"))
+                      .order_by(Message.id.desc()).limit(bindparam("limit")))
         self.previous = (
             select(Message.author_id, Message.created_at)
             .where(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from ..i18n import N_
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, delete, func, select
+import functools
+
+from sqlalchemy import (
+    ForeignKey, Index, String, UniqueConstraint, bindparam, delete, func, select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -91,12 +95,7 @@ class Reaction(db.Model):
         ids = list(message_ids)
         if not ids:
             return {}
-        rows = db.session.execute(
-            select(cls.message_id, cls.emoji, User.username)
-            .join(User, User.id == cls.user_id)
-            .where(cls.message_id.in_(ids))
-            .order_by(cls.id)
-        ).all()
+        rows = db.session.execute(_summary(), {"ids": ids}).all()
         found: dict[int, dict[str, list[str]]] = {}
         for message_id, emoji, username in rows:
             found.setdefault(message_id, {}).setdefault(emoji, []).append(username)
@@ -104,6 +103,17 @@ class Reaction(db.Model):
             message_id: [(e, name, by_emoji[e]) for e, name in REACTIONS.items() if e in by_emoji]
             for message_id, by_emoji in found.items()
         }
+
+
+@functools.cache
+def _summary():
+    """Reaction.summary's statement, built once (every page of messages runs it)."""
+    from .users import User
+
+    return (select(Reaction.message_id, Reaction.emoji, User.username)
+            .join(User, User.id == Reaction.user_id)
+            .where(Reaction.message_id.in_(bindparam("ids", expanding=True)))
+            .order_by(Reaction.id))
 
 
 def _unread(*columns):
@@ -122,10 +132,15 @@ def _unread(*columns):
 
 def unread_mentions(user_id: int) -> dict[int, int]:
     """Unread mentions of a user, per conversation."""
-    rows = db.session.execute(
-        _unread(Mention.conversation_id).where(Mention.user_id == user_id)
-        .group_by(Mention.conversation_id))
+    rows = db.session.execute(_unread_mentions(), {"user": user_id})
     return {c: n for c, n in rows}
+
+
+@functools.cache
+def _unread_mentions():
+    """unread_mentions's statement, built once (every page's sidebar runs it)."""
+    return (_unread(Mention.conversation_id).where(Mention.user_id == bindparam("user"))
+            .group_by(Mention.conversation_id))
 
 
 def recount_mentions(user_ids, conversation_id: int) -> dict[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from datetime import datetime, timedelta
@@ -250,11 +251,7 @@ class UserSession(db.Model):
         # The cookies are signed, but a key the database would refuse (NUL) is never valid.
         if not 0 < user_id <= MAX_ID or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
             return None
-        row = db.session.execute(
-            select(User, UserSession.expires_at, UserSession.last_seen_at)
-            .join(UserSession, UserSession.user_id == User.id)
-            .where(UserSession.id == key, User.id == user_id)
-        ).first()
+        row = db.session.execute(_session_user(), {"key": key, "user": user_id}).first()
         if row is None:
             return None
         user, expires_at, last_seen = row
@@ -285,6 +282,16 @@ class UserSession(db.Model):
             .where(UserSession.user_id == user_id, UserSession.expires_at > utcnow())
             .order_by(UserSession.last_seen_at.desc(), UserSession.created_at.desc())
         ))
+
+
+@functools.cache
+def _session_user():
+    """UserSession.load_user's statement, built once: every request runs it."""
+    from sqlalchemy import bindparam
+
+    return (select(User, UserSession.expires_at, UserSession.last_seen_at)
+            .join(UserSession, UserSession.user_id == User.id)
+            .where(UserSession.id == bindparam("key"), User.id == bindparam("user")))
 
 
 class AuditEntry(db.Model):

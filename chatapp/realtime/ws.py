@@ -191,7 +191,8 @@ def typing(client: Client, conversation: Conversation, user: User,
 
 def snapshot(client: Client, conversation: Conversation, user: User) -> None:
     """Bring the page up to date: the current window of messages and the sidebar."""
-    messages = conversation.recent_messages(current_app.config["HISTORY_PAGE_SIZE"])
+    messages, shown_before = conversation.recent_messages_after(
+        current_app.config["HISTORY_PAGE_SIZE"])
     client.skip_ids = SnapshotIds(m.id for m in messages)
     sidebar = sidebar_context(user, conversation)
     get().hub.sidebar_rendered(user.id, sidebar["heads"])
@@ -201,6 +202,7 @@ def snapshot(client: Client, conversation: Conversation, user: User) -> None:
             "pushes/snapshot.html",
             conversation=conversation,
             messages=messages,
+            shown_before=shown_before,
             sidebar=sidebar,
             title=client.title,
         )
@@ -244,7 +246,7 @@ def socket(ws, conversation_id: int):
     try:
         realtime.hub.attach(client, lambda: _load_state(user.id))
         realtime.presence.opened(user.id)
-        latest = Membership.mark_read(user.id, conversation)
+        latest, _moved = Membership.mark_read(user.id, conversation)
         db.session.commit()
         events.conversation_read(user.id, conversation.id, latest)
         snapshot(client, conversation, user)
