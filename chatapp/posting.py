@@ -320,6 +320,34 @@ def acknowledgement(conversation_id: int) -> str:
     )
 
 
+# Stand-ins for the composer's two client ids in a rendering kept for later: each
+# acknowledgement puts fresh ids in their place.
+_TEXT_ID, _IMAGE_ID = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+
+
+class Acknowledgements:
+    """One socket's acknowledging composers: rendered once, then given fresh client ids.
+
+    The composer differs only by its ids between two messages of the same socket (its
+    person, language, CSRF token and conversation stay), so it is rendered on the
+    socket's first message and kept on that socket alone: never another person's.
+    """
+
+    __slots__ = ("conversation_id", "_html")
+
+    def __init__(self, conversation_id: int):
+        self.conversation_id = conversation_id
+        self._html = None
+
+    def fresh(self) -> str:
+        """The composer with new ids, as acknowledgement() would render it."""
+        if self._html is None:
+            self._html = render_template("pushes/composer_reset.html",
+                                         conversation_id=self.conversation_id,
+                                         client_id=_TEXT_ID, image_client_id=_IMAGE_ID)
+        return self._html.replace(_TEXT_ID, new_client_id()).replace(_IMAGE_ID, new_client_id())
+
+
 def refusal_fragment(error: str) -> str:
     """The error shown in the sender's composer; nothing else on the page changes."""
     return render_template("pushes/composer_error.html", error=error)
