@@ -259,7 +259,9 @@ def write(meta: dict, result: dict, label: str) -> list[Path]:
     ]
 
     def cell(v):
-        return f"{v:,.1f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:.2f}" if abs(v) < 10 else f"{v:,.1f}"
+        return str(v)
 
     for i, run in enumerate(result["runs"]):
         lines.append(f"| {i + 1} | " + " | ".join(cell(run[c]) for c in cols) + " |")
