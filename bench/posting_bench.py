@@ -200,6 +200,8 @@ async def bench(args) -> dict:
     if args.workers > 1:
         env = {"REDIS_URL": args.redis_url,
                "CHATAPP_REDIS_PREFIX": f"chatapp_bench_{uuid.uuid4().hex[:8]}:"}
+    if args.postgresql:
+        env["DATABASE_URL"] = fresh_postgres()
     server = Server("chatapp", workdir, env=env, workers=args.workers)
     users = [f"bench{i:05d}" for i in range(args.senders + args.listeners)]
     server.seed(len(users), 0)
@@ -243,6 +245,17 @@ async def bench(args) -> dict:
         server.stop()
 
 
+def fresh_postgres() -> str:
+    """An empty PostgreSQL database of this benchmark's own."""
+    import subprocess
+
+    name = "chatapp_bench_posting"
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", sql],
+                       check=True, capture_output=True)
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
 def write(meta: dict, result: dict, label: str) -> list[Path]:
     RESULTS.mkdir(exist_ok=True)
     json_path = RESULTS / f"posting-{label}.json"
@@ -252,7 +265,8 @@ def write(meta: dict, result: dict, label: str) -> list[Path]:
     lines = [
         f"Posting, run of {meta['date']} (git {meta['git']}; {meta['senders']} senders, "
         f"{meta['listeners']} listeners, {meta['workers']} worker(s) on core(s) "
-        f"{meta['server_cores']}, client on core {meta['client_core']}; {meta['seconds']} s "
+        f"{meta['server_cores']}, client on core {meta['client_core']}; {meta['database']}; "
+        f"{meta['seconds']} s "
         f"phases, median of {result['repeats']}; load average {meta['loadavg_at_start']} "
         f"at start, {meta['loadavg_at_end']} at end).", "",
         "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
@@ -280,6 +294,8 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="PostgreSQL (127.0.0.1:5432) instead of SQLite")
     args = parser.parse_args()
 
     client_python = ensure_venv("client", BENCH / "requirements.txt")
@@ -305,6 +321,7 @@ def main() -> None:
         "server_cores": servers.SERVER_CORE,
         "client_core": "0,1" if args.workers > 1 else CLIENT_CORE,
         "seconds": args.seconds,
+        "database": "postgresql" if args.postgresql else "sqlite",
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     result = asyncio.run(bench(args))
