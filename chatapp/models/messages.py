@@ -85,6 +85,7 @@ class Message(db.Model):
         session as if loaded, with nothing pending.
         """
         if image is not None and image.id is None:
+            db.session.add(image)
             db.session.flush()  # the image's row first: the message points to it
         now = utcnow()
         values = {
