@@ -13,6 +13,31 @@ def dom_id(obj, prefix: str | None = None) -> str:
     return f"{name}-{obj.id}"
 
 
+# Stand-in ids for building a URL pattern once (no real id is this large).
+_STAND_IN = 7_346_019_283
+_url_patterns: dict = {}
+
+
+def id_url(endpoint: str, **ids: int) -> str:
+    """url_for(endpoint, **ids) for integer ids, at a fraction of its cost.
+
+    A message's partial links to four routes by its ids; url_for matches the route
+    again each time. The URL is built once per endpoint (and script root) with stand-in
+    ids, and later ones only put the ids in their places.
+    """
+    from flask import has_request_context, url_for
+
+    key = (endpoint, tuple(ids), request.script_root if has_request_context() else None)
+    pattern = _url_patterns.get(key)
+    if pattern is None:
+        url = url_for(endpoint, **{name: _STAND_IN + i for i, name in enumerate(ids)})
+        url = url.replace("{", "{{").replace("}", "}}")
+        for i, name in enumerate(ids):
+            url = url.replace(str(_STAND_IN + i), "{" + name + "}")
+        pattern = _url_patterns[key] = url
+    return pattern.format_map({name: int(value) for name, value in ids.items()})
+
+
 def hash_hue(name: str) -> int:
     """One of twelve avatar colours, always the same for a username."""
     return zlib.crc32(name.encode()) % 12
@@ -131,6 +156,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(429, auth.too_many_requests)
     _register_error_pages(app)
     app.jinja_env.globals["dom_id"] = dom_id
+    app.jinja_env.globals["id_url"] = id_url
     app.jinja_env.globals["new_client_id"] = new_client_id
     app.jinja_env.globals["reactions_for"] = lambda ms: Reaction.summary(m.id for m in ms)
     app.jinja_env.filters["hash_hue"] = hash_hue

@@ -114,11 +114,15 @@ def post(conversation: Conversation, author: User, body: str, client_id: str,
     only after the commit: no event ever announces an uncommitted row. Returns the
     message and whether it is new (False: a resend of one already stored).
     """
-    message, created = Message.post(conversation, author, body, client_id, image, system)
+    # Rendered before the insert, so that the row is written once, body and all.
+    html, mentioned = rendered_body(conversation, author.id, body)
+    message, created = Message.post(conversation, author, body, client_id, image, system,
+                                    body_html=html)
     event = None
     hooks = []
     if created:
-        mentioned = render_body(message)
+        if mentioned:
+            Mention.record(message, mentioned)
         event = message_event(message)
         event["mention_ids"] = mentioned  # rooms' "Mentions only" counts these too
         if not system:  # bots mentioned or sent a DM hear of it
@@ -177,16 +181,21 @@ def mentionable(conversation: Conversation, names) -> dict[str, tuple[str, int]]
     return {key: (name, user_id) for key, name, user_id in db.session.execute(query)}
 
 
+def rendered_body(conversation: Conversation, author_id: int, body: str) -> tuple[str, list[int]]:
+    """A message's text rendered once (for Message.body_html), and the ids of the members
+    it mentions other than its author. Only text with an "@" costs a query."""
+    people = mentionable(conversation, formatting.candidates(body))
+    html, named = formatting.render(body, {k: name for k, (name, _) in people.items()})
+    return html, sorted({people[k][1] for k in named} - {author_id})
+
+
 def render_body(message: Message, replace: bool = False) -> list[int]:
     """Render the message's text once (Message.body_html) and store whom it mentions.
 
-    Returns the ids of the mentioned members other than the author. Only text with an
-    "@" costs a query.
+    Returns the ids of the mentioned members other than the author.
     """
-    people = mentionable(message.conversation, formatting.candidates(message.body))
-    html, named = formatting.render(message.body, {k: name for k, (name, _) in people.items()})
-    message.body_html = html
-    mentioned = sorted({people[k][1] for k in named} - {message.author_id})
+    message.body_html, mentioned = rendered_body(message.conversation, message.author_id,
+                                                 message.body)
     if mentioned or replace:
         Mention.record(message, mentioned, replace=replace)
     return mentioned
@@ -309,6 +318,34 @@ def acknowledgement(conversation_id: int) -> str:
     return render_template(
         "pushes/composer_reset.html", conversation_id=conversation_id, client_id=new_client_id()
     )
+
+
+# Stand-ins for the composer's two client ids in a rendering kept for later: each
+# acknowledgement puts fresh ids in their place.
+_TEXT_ID, _IMAGE_ID = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+
+
+class Acknowledgements:
+    """One socket's acknowledging composers: rendered once, then given fresh client ids.
+
+    The composer differs only by its ids between two messages of the same socket (its
+    person, language, CSRF token and conversation stay), so it is rendered on the
+    socket's first message and kept on that socket alone: never another person's.
+    """
+
+    __slots__ = ("conversation_id", "_html")
+
+    def __init__(self, conversation_id: int):
+        self.conversation_id = conversation_id
+        self._html = None
+
+    def fresh(self) -> str:
+        """The composer with new ids, as acknowledgement() would render it."""
+        if self._html is None:
+            self._html = render_template("pushes/composer_reset.html",
+                                         conversation_id=self.conversation_id,
+                                         client_id=_TEXT_ID, image_client_id=_IMAGE_ID)
+        return self._html.replace(_TEXT_ID, new_client_id()).replace(_IMAGE_ID, new_client_id())
 
 
 def refusal_fragment(error: str) -> str:

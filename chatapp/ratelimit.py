@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
-from limits import parse as parse_limit
+from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -22,6 +23,12 @@ def _local() -> FixedWindowRateLimiter:
     if _local_limiter is None:
         _local_limiter = FixedWindowRateLimiter(MemoryStorage())
     return _local_limiter
+
+
+@lru_cache(maxsize=64)
+def parse_limit(rate: str):
+    """The limit a rate string names, parsed once (it is checked for every message)."""
+    return parse(rate)
 
 
 def hit(rate: str, *identifiers: str) -> bool:

@@ -59,14 +59,28 @@ def write(connection, message_id: int, conversation_id: int, body: str) -> None:
 @event.listens_for(Message, "after_insert")
 def _indexed_on_insert(_mapper, connection, message):
     """A new message is searchable in the same transaction that stores it."""
+    index_new(connection, message.id, message.conversation_id, message.body or "")
+
+
+def index_new(connection, message_id: int, conversation_id: int, body: str) -> None:
+    """Index a message just inserted (by the ORM, or by Message.post's plain INSERT)."""
     if _dialect(connection) == "postgresql":
-        write(connection, message.id, message.conversation_id, message.body or "")
+        write(connection, message_id, conversation_id, body)
     else:  # a fresh id: nothing to delete first
-        connection.execute(
-            text("INSERT INTO message_search(rowid, terms, conversation) VALUES (:id, :terms, :c)"),
-            {"id": message.id, "terms": index_text(message.body or ""),
-             "c": f"c{message.conversation_id}"},
-        )
+        connection.execute(_insert_terms(), {"id": message_id, "terms": index_text(body),
+                                             "c": f"c{conversation_id}"})
+
+
+_INSERT_TERMS = None
+
+
+def _insert_terms():
+    """The FTS5 insert, built once (text() is parsed again each time it is built)."""
+    global _INSERT_TERMS
+    if _INSERT_TERMS is None:
+        _INSERT_TERMS = text(
+            "INSERT INTO message_search(rowid, terms, conversation) VALUES (:id, :terms, :c)")
+    return _INSERT_TERMS
 
 
 @event.listens_for(Message, "after_update")

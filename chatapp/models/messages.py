@@ -9,7 +9,8 @@ from sqlalchemy import (
     ForeignKey, Index, String, Text, UniqueConstraint, bindparam, false, func, select, update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, make_transient_to_detached, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..i18n import local_date
 from ..extensions import db
@@ -68,41 +69,56 @@ class Message(db.Model):
 
     @classmethod
     def post(cls, conversation, author, body: str, client_id: str,
-             image: Image | None = None, system: bool = False) -> tuple[Message, bool]:
+             image: Image | None = None, system: bool = False,
+             body_html: str | None = None) -> tuple[Message, bool]:
         """Store a message once per (author, client_id); return it and whether it is new.
 
-        Adds and flushes; the caller commits, and may first render the message while it
-        and its author and conversation are still loaded (a commit expires them). It
-        publishes only after the commit, so an event never announces an uncommitted row.
-        A resend rolls the caller's transaction back (its flush failed) and returns the
-        stored message.
+        The caller commits, and may first render the message while it and its author and
+        conversation are still loaded (a commit expires them). It publishes only after
+        the commit, so an event never announces an uncommitted row. A resend rolls the
+        caller's transaction back (its insert failed) and returns the stored message.
+
+        Every row is written by a plain (Core) statement, not by the ORM's unit of work,
+        which cost more than all of them together: the message (its body already
+        rendered, so it is written once), its search terms, the conversation's
+        last_message_at and the author's read pointer. The new Message then joins the
+        session as if loaded, with nothing pending.
         """
-        # Insert first: a resend is rare, and the unique (author, client_id) catches it.
+        if image is not None and image.id is None:
+            db.session.add(image)
+            db.session.flush()  # the image's row first: the message points to it
         now = utcnow()
-        message = cls(
-            conversation_id=conversation.id,
-            author_id=author.id,
-            body=body,
-            client_id=client_id,
-            image=image,
-            created_at=now,
-            system=system,
-        )
-        db.session.add(message)
-        conversation.last_message_at = now  # written by the same flush as the message
+        values = {
+            "conversation_id": conversation.id, "author_id": author.id, "body": body,
+            "client_id": client_id, "image_id": image.id if image is not None else None,
+            "created_at": now, "deleted_at": None, "system": system, "edited_at": None,
+            "body_html": body_html,
+        }
+        statements = _statements()
+        connection = db.session.connection()
+        # Insert first: a resend is rare, and the unique (author, client_id) catches it.
         try:
-            db.session.flush()
+            message_id = connection.execute(statements.insert, values).inserted_primary_key[0]
         except IntegrityError:  # a resend: this composer's message is already stored
             db.session.rollback()
             return db.session.scalar(
                 select(cls).where(cls.author_id == author.id, cls.client_id == client_id)
             ), False
-        # The author has read everything up to their own message. A plain (Core) UPDATE:
-        # no object in the session needs to learn of it.
-        db.session.execute(
-            _statements().author_read,
-            {"reader": author.id, "conversation": conversation.id, "message": message.id},
+        from ..search_index import index_new  # the index builds on this module
+
+        index_new(connection, message_id, conversation.id, body)
+        connection.execute(statements.last_message_at,
+                           {"conversation": conversation.id, "at": now})
+        set_committed_value(conversation, "last_message_at", now)
+        # The author has read everything up to their own message.
+        connection.execute(
+            statements.author_read,
+            {"reader": author.id, "conversation": conversation.id, "message": message_id},
         )
+        message = cls(id=message_id, **values)
+        message.author, message.conversation, message.image = author, conversation, image
+        make_transient_to_detached(message)  # as if just loaded: nothing left to flush
+        db.session.add(message)
         return message, True
 
     @classmethod
@@ -150,7 +166,8 @@ class Message(db.Model):
         Only what grouping needs of it (author_id, created_at): a row, not a whole Message
         with its author and image joined in.
         """
-        return db.session.execute(
+        # On the connection: an ORM session.execute() costs more than the query itself.
+        return db.session.connection().execute(
             _statements().previous, {"conversation": self.conversation_id, "message": self.id}
         ).first()
 
@@ -201,6 +218,14 @@ class _Statements:
     def __init__(self):
         # The memberships table by name: its class (conversations.py) builds on this module.
         membership = db.metadata.tables["memberships"]
+        conversations = db.metadata.tables["conversations"]
+        messages = Message.__table__
+        self.insert = messages.insert()
+        self.last_message_at = (
+            update(conversations)
+            .where(conversations.c.id == bindparam("conversation"))
+            .values(last_message_at=bindparam("at"))
+        )
         self.author_read = (
             update(membership)
             .where(
@@ -217,13 +242,13 @@ class _Statements:
         self.older = (shown.where(Message.id < bindparam("before"))
                       .order_by(Message.id.desc()).limit(bindparam("limit")))
         self.previous = (
-            select(Message.author_id, Message.created_at)
+            select(messages.c.author_id, messages.c.created_at)
             .where(
-                Message.conversation_id == bindparam("conversation"),
-                Message.id < bindparam("message"),
-                Message.deleted_at.is_(None),
+                messages.c.conversation_id == bindparam("conversation"),
+                messages.c.id < bindparam("message"),
+                messages.c.deleted_at.is_(None),
             )
-            .order_by(Message.id.desc())
+            .order_by(messages.c.id.desc())
             .limit(1)
         )
 

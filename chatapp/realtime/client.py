@@ -140,6 +140,10 @@ class Client(Reading):
         self.window_bits = negotiated_window_bits(ws)
         # Messages already in the connect snapshot; their events are not sent again.
         self.skip_ids = SnapshotIds()
+        # The composer that acknowledges this socket's messages, once it has sent one
+        # (posting.Acknowledgements, made by ws.py).
+        self.acknowledgements = None
+        self.csrf = None  # the CSRF token its frames carry, once checked (ws.py)
         # After the upgrade only the frame layer is used: let the HTTP handshake's state go.
         self._frames = ws.ws.connection
         if self._frames is not None:

@@ -79,7 +79,33 @@ def _encodable_json(data) -> bool:
         return False
 
 
-def _parse(raw) -> dict:
+# A socket's CSRF token, once checked, is taken as it is for this long: checking its
+# signature costs more than the rest of a frame's checks. A logout closes the socket
+# (its session ends), and a token older than its time limit fails the next check.
+CSRF_RECHECK = 60.0
+
+
+class CheckedToken:
+    """The CSRF token a socket's frames last carried, and when it was checked."""
+
+    __slots__ = ("token", "checked_at")
+
+    def __init__(self):
+        self.token, self.checked_at = None, 0.0
+
+    def check(self, token) -> None:
+        """validate_csrf(token), unless this same token passed it a moment ago."""
+        now = time.monotonic()
+        if token == self.token and now - self.checked_at < CSRF_RECHECK:
+            return
+        self.token = None
+        if not isinstance(token, str):  # a number makes flask-wtf raise TypeError
+            raise ValidationError("The CSRF token is missing.")
+        validate_csrf(token)
+        self.token, self.checked_at = token, now
+
+
+def _parse(raw, csrf: CheckedToken | None = None) -> dict:
     """Check a frame's shape: JSON object, known fields, valid CSRF token and client id."""
     if not isinstance(raw, str):
         raise Refusal(_("Messages must be text. Reload the page and try again."))
@@ -99,9 +125,7 @@ def _parse(raw) -> dict:
     if unknown:
         raise Refusal(_("That message had unexpected fields. Reload the page and try again."))
     try:
-        if not isinstance(data.get("csrf_token"), str):  # a number makes flask-wtf raise TypeError
-            raise ValidationError("The CSRF token is missing.")
-        validate_csrf(data["csrf_token"])
+        (csrf or CheckedToken()).check(data.get("csrf_token"))
     except ValidationError:
         raise Refusal(_("Your session has changed. Reload the page to send messages."))
     if "typing" in data:
@@ -142,8 +166,10 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw,
                  refusals: Refusals | None = None) -> None:
     """Post the composer's message, or tell the sender why not (closing a flooder)."""
     started = time.perf_counter()
+    if client.csrf is None:
+        client.csrf = CheckedToken()
     try:
-        data = _parse(raw)
+        data = _parse(raw, client.csrf)
         if "typing" in data:
             typing(client, conversation, user, refusals)
             return
@@ -162,7 +188,9 @@ def handle_frame(client: Client, conversation: Conversation, user: User, raw,
         return
     posting.post(conversation, user, body, data["client_id"])
     # The acknowledgement: a fresh, empty composer (with a new client id).
-    client.push(posting.acknowledgement(client.conversation_id))
+    if client.acknowledgements is None:
+        client.acknowledgements = posting.Acknowledgements(client.conversation_id)
+    client.push(client.acknowledgements.fresh())
     metrics.acknowledged(started)
 
 
