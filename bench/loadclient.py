@@ -125,6 +125,7 @@ ADAPTERS = {
     "chatapp": ChatappAdapter,
     "floor": Adapter,
     "floor-nagle": Adapter,
+    "floor-single": Adapter,
     "channels": ChannelsAdapter,
     "socketio": SocketIOAdapter,
 }

@@ -27,7 +27,9 @@ from servers import BENCH, CLIENT_CORE, ROOT, Server, ensure_venv  # noqa: E402
 
 RESULTS = BENCH / "results"
 ALL_SYSTEMS = ["chatapp", "floor", "socketio", "channels"]
-EXTRA_SYSTEMS = ["floor-nagle"]  # run only when named
+# Run only when named: the floor without TCP_NODELAY, and the floor that writes every
+# message on its own (before it batched as chatapp does).
+EXTRA_SYSTEMS = ["floor-nagle", "floor-single"]
 ALL_WORKLOADS = ["ramp", "fanout", "saturation", "mix", "slow", "redis"]
 # Not in the default set (chatapp only): a members-only room, `--workloads room`.
 EXTRA_WORKLOADS = ["room"]

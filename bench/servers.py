@@ -106,7 +106,7 @@ class Server:
             py = chatapp_python()
             return ([py, "-m", "gunicorn", "-c", self.config,
                      "--bind", f"127.0.0.1:{self.port}", "--backlog", "4096"], ROOT, env)
-        name = "floor" if self.system == "floor-nagle" else self.system
+        name = "floor" if self.system in ("floor-nagle", "floor-single") else self.system
         peer = BENCH / "peers" / name
         py = str(ensure_venv(name, peer / "requirements.txt"))
         env["PEER_DB"] = str(self.workdir / f"{name}.sqlite3")
@@ -114,6 +114,8 @@ class Server:
             return [py, "server.py", str(self.port)], peer, env
         if self.system == "floor-nagle":  # the floor without TCP_NODELAY (docs/benchmarks.md)
             return [py, "server.py", str(self.port), "--nagle"], peer, env
+        if self.system == "floor-single":  # the floor writing each message on its own
+            return [py, "server.py", str(self.port), "--single"], peer, env
         if self.system == "socketio":
             return ([py, "-m", "gunicorn", "-k", "gevent", "-w", "1",
                      "--worker-connections", "20000", "--backlog", "4096",

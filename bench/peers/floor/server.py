@@ -4,6 +4,12 @@ No database, no templates, no accounts: what the fastest possible Python fan-out
 stack costs. Each message is escaped into a fragment, framed once, and written to every
 open socket with sendall() from the receiving greenlet.
 
+Messages that arrived together are written together, as chatapp does (Client.batches()
+and coalesced()): when the sender's frames wait in its buffer, up to BATCH_MESSAGES of
+them are taken at once and every socket gets all their frames in one sendall(). A message
+that arrives alone is written at once. With --single each message is written on its own
+(the floor before chatapp batched, kept for comparison: `--systems floor-single`).
+
 Sockets get TCP_NODELAY, as gunicorn gives chatapp's and Flask-SocketIO's: each frame
 leaves at once. With --nagle they keep Nagle's algorithm (gevent's WSGIServer default),
 which lets the kernel merge small writes to a socket with unacknowledged data: cheaper
@@ -24,6 +30,8 @@ from simple_websocket import ConnectionClosed, Server  # noqa: E402
 
 sockets = set()
 NODELAY = "--nagle" not in sys.argv
+# chatapp's chatapp/realtime/reading.py: at most this many messages share a write.
+BATCH_MESSAGES = 1 if "--single" in sys.argv else 4
 
 
 def frame(text: str) -> bytes:
@@ -52,8 +60,14 @@ def app(environ, start_response):
             raw = ws.receive()
             if raw is None:
                 continue
-            body = json.loads(raw)["body"]
-            data = frame(f'<article class="message"><p class="body">{html.escape(body)}</p></article>')
+            batch = [raw]
+            # Messages already waiting behind it (simple-websocket's reader queued them):
+            # taken now, they share each socket's write.
+            while ws.input_buffer and len(batch) < BATCH_MESSAGES:
+                batch.append(ws.input_buffer.pop(0))
+            data = b"".join(frame(f'<article class="message"><p class="body">'
+                                  f'{html.escape(json.loads(r)["body"])}</p></article>')
+                            for r in batch)
             for other in list(sockets):
                 try:
                     other.sock.sendall(data)
