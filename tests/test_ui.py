@@ -15,9 +15,11 @@ def post(app, username: str, body: str, at: datetime, conversation=None) -> int:
     from chatapp.models import Conversation, User, db
 
     with app.app_context():
+        # This app context has its own session: the conversation is loaded again in it.
+        conversation = (db.session.get(Conversation, conversation.id) if conversation
+                        else Conversation.public_room())
         message, _ = __import__("chatapp.models", fromlist=["Message"]).Message.post(
-            conversation or Conversation.public_room(), User.by_username(username), body,
-            str(uuid.uuid4()),
+            conversation, User.by_username(username), body, str(uuid.uuid4()),
         )
         message.created_at = at
         db.session.commit()
