@@ -7,10 +7,10 @@ or sidebars, whatever the cache holds. Both databases."""
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 
 import pytest
+from test_messages import post  # through the one road; its push caches the article
 from test_rooms import Person, quick_register
 
 from chatapp.fragments import EXTENSION, FragmentCache
@@ -29,22 +29,6 @@ def people(app):
             quick_register(name)
         db.session.commit()
     return {name: Person(app, name) for name in ("ann", "ben", "cat")}
-
-
-def post(app, username: str, body: str, conversation_id: int | None = None, ago=None) -> int:
-    """A message through the one road (its push renders, and caches, its article)."""
-    from chatapp import posting
-    from chatapp.models import Conversation, User, db
-
-    with app.test_request_context():
-        conversation = (db.session.get(Conversation, conversation_id) if conversation_id
-                        else Conversation.public_room())
-        message, _ = posting.post(conversation, User.by_username(username), body,
-                                  str(uuid.uuid4()))
-        if ago is not None:
-            message.created_at -= ago
-            db.session.commit()
-        return message.id
 
 
 def cache_of(app) -> FragmentCache:
